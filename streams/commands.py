@@ -1,0 +1,31 @@
+"""ccc-guard's own subcommands, beside Faust's ``worker``."""
+
+from __future__ import annotations
+
+from faust.cli import AppCommand, option
+
+from streams.app import GuardApp
+from topics.admin import ensure_topics
+
+
+def register_commands(app: GuardApp) -> None:
+    @app.command()
+    async def topics(self: AppCommand) -> None:
+        """Create missing topics, then list the catalogue."""
+        created = await ensure_topics(app.guard_settings.bootstrap_servers, app.catalogue.all())
+        for spec in app.catalogue.all():
+            mark = "created" if spec.name in created else "exists"
+            print(f"{spec.name:45} {spec.partitions:3} partitions  key={spec.key:12} {mark}")
+
+    @app.command(
+        option("--duration", type=float, default=0.0, help="Stop after this many seconds (0: run until Ctrl-C)."),
+        option("--rate", type=float, default=20.0, help="Listing events per second."),
+        option("--seed", type=int, default=7, help="Seed of the synthetic data."),
+    )
+    async def demo(self: AppCommand, duration: float, rate: float, seed: int) -> None:
+        """Local broker + worker + a synthetic feed, printing verdicts as they arrive."""
+        from streams.demo import run_demo  # dev-only imports stay out of the worker
+
+        await run_demo(app.guard_settings, duration=duration, rate=rate, seed=seed)
+
+    _ = (topics, demo)

@@ -1,0 +1,257 @@
+"""The listing side of the foreign-key join: per-listing state and the decisions it makes.
+
+Pure: every function takes the current state and one input, mutates nothing it does not return,
+and says what to send (verdicts, subscriptions) in an ``Outcome``. The Faust agent only moves
+bytes in and out.
+
+How a listing learns about its certificates (Kafka Streams' KIP-213 shape): for each newly
+claimed well-formed certificate it *subscribes* (a message to the certificate side, keyed by
+cert_no); the certificate side indexes the claim and *answers* with the certificate's current
+view; from then on it sends a *re-check* with the fresh view on every change. So the listing
+always holds a view of each certificate it claims and can decide alone.
+
+Each CREATED/UPDATED event becomes a pending check that is decided, in arrival order, as soon as
+the views it needs have all been answered: exactly one ALLOW/BLOCK per event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streams.model import (
+    CertView,
+    ListingEvent,
+    ListingEventType,
+    Verdict,
+    VerdictAction,
+    VerdictReason,
+    VerdictTrigger,
+)
+from streams.rules import (
+    Evaluation,
+    evaluate,
+    is_well_formed_cert_no,
+    listing_event_action,
+    recheck_action,
+    verdict_id,
+)
+
+
+@dataclass(slots=True)
+class PendingCheck:
+    """A CREATED/UPDATED event waiting for certificate answers."""
+
+    event_id: str
+    occurred_at: int
+    claimed: tuple[str, ...]
+    category: str | None
+
+
+@dataclass(slots=True)
+class ListingState:
+    platform: str
+    shop_id: str
+    category: str | None
+    claimed: tuple[str, ...]  # the current claim, as listed, malformed numbers included
+    # One entry per well-formed certificate the current claim or a pending check needs:
+    # a view, or None when the certificate side answered "not found". A needed certificate
+    # without an entry is still awaiting its answer.
+    views: dict[str, CertView | None] = field(default_factory=dict)
+    live: bool = False
+    reasons: tuple[VerdictReason, ...] = ()
+    failing: tuple[str, ...] = ()
+    pending: list[PendingCheck] = field(default_factory=list)
+    # The last verdict emitted; a replayed trigger re-emits it unchanged (same verdict_id), which
+    # covers a crash between writing this state and the verdict reaching the broker.
+    last_verdict: Verdict | None = None
+    delisted: bool = False  # kept only until pending checks are decided, then the state goes
+
+
+@dataclass(slots=True)
+class Outcome:
+    state: ListingState | None  # None: the listing leaves all state
+    verdicts: list[Verdict] = field(default_factory=list)
+    subscribe: list[str] = field(default_factory=list)
+    unsubscribe: list[str] = field(default_factory=list)
+    changed: bool = True  # False: nothing to write back
+
+
+def _subscribed(claimed: tuple[str, ...]) -> list[str]:
+    return [cert_no for cert_no in claimed if is_well_formed_cert_no(cert_no)]
+
+
+def _needed(state: ListingState) -> set[str]:
+    needed = set(_subscribed(state.claimed))
+    for check in state.pending:
+        needed.update(_subscribed(check.claimed))
+    return needed
+
+
+def _unchanged(state: ListingState | None, verdicts: list[Verdict] | None = None) -> Outcome:
+    return Outcome(state, verdicts or [], changed=False)
+
+
+def _replay_of_last(state: ListingState, trigger_id: str) -> Outcome | None:
+    last = state.last_verdict
+    if last is not None and last.trigger_id == trigger_id:
+        return _unchanged(state, [last])
+    return None
+
+
+def on_listing_event(state: ListingState | None, event: ListingEvent, now_ms: int) -> Outcome:
+    if state is not None:
+        replay = _replay_of_last(state, event.event_id)
+        if replay is not None:
+            return replay
+        if any(check.event_id == event.event_id for check in state.pending):
+            return _unchanged(state)
+    delisted = event.event_type is ListingEventType.DELISTED
+    if state is None:
+        if delisted:
+            return _unchanged(None)
+        state = ListingState(event.platform, event.shop_id, event.category_code, claimed=())
+
+    old_subscribed = _subscribed(state.claimed)
+    new_claim = () if delisted else event.cert_numbers
+    new_subscribed = _subscribed(new_claim)
+    subscribe = [c for c in new_subscribed if c not in old_subscribed]
+    unsubscribe = [c for c in old_subscribed if c not in new_subscribed]
+
+    state.platform, state.shop_id = event.platform, event.shop_id
+    state.category = event.category_code
+    state.claimed = new_claim
+    state.delisted = delisted
+    for cert_no in subscribe:
+        # A fresh subscription gets a fresh answer: a view kept for an older pending check
+        # stopped receiving re-checks when it was unsubscribed.
+        state.views.pop(cert_no, None)
+    if not delisted:
+        state.pending.append(
+            PendingCheck(event.event_id, event.occurred_at, event.cert_numbers, event.category_code)
+        )
+    verdicts = _decide_ready_checks(state, event.listing_id, now_ms)
+    return Outcome(_settle(state), verdicts, subscribe, unsubscribe)
+
+
+def on_certificate_answer(
+    state: ListingState | None, listing_id: str, cert_no: str, view: CertView | None, now_ms: int
+) -> Outcome:
+    """The certificate side answered a subscription: fill the view, decide what is ready."""
+    if state is None or cert_no not in _needed(state):
+        return _unchanged(state)
+    if not _accept_view(state, cert_no, view):
+        return _unchanged(state)
+    state.views[cert_no] = view
+    verdicts = _decide_ready_checks(state, listing_id, now_ms)
+    return Outcome(_settle(state), verdicts)
+
+
+def on_recheck(
+    state: ListingState | None,
+    listing_id: str,
+    cert_no: str,
+    view: CertView,
+    trigger: VerdictTrigger,
+    trigger_id: str,
+    at_ms: int,
+    now_ms: int,
+) -> Outcome:
+    """A claimed certificate changed (or expired): re-decide at the trigger's time.
+
+    LIVE and now failing ⇒ TAKEDOWN; BLOCKED and now passing ⇒ RESTORE; otherwise only the
+    stored reasons change. While an event's check is pending, that check will speak instead.
+    """
+    if state is None:
+        return _unchanged(state)
+    replay = _replay_of_last(state, trigger_id)
+    if replay is not None:
+        return replay
+    if cert_no not in _subscribed(state.claimed) or not _accept_view(state, cert_no, view):
+        # Claimed no longer (the unsubscribe is on its way), or older than what we hold.
+        return _unchanged(state)
+    state.views[cert_no] = view
+    if state.pending:
+        return Outcome(state, _decide_ready_checks(state, listing_id, now_ms))
+    evaluation = evaluate(state.claimed, state.category, state.views, at_ms)
+    action = recheck_action(state.live, evaluation)
+    state.reasons, state.failing = evaluation.reasons, evaluation.failing_certs
+    if action is None:
+        return Outcome(state)
+    state.live = evaluation.passes
+    verdict = _verdict(
+        state, listing_id, state.claimed, evaluation, action, trigger, trigger_id, at_ms, now_ms
+    )
+    state.last_verdict = verdict
+    return Outcome(state, [verdict])
+
+
+def _accept_view(state: ListingState, cert_no: str, view: CertView | None) -> bool:
+    """Versions only move forward; a certificate once known does not become unknown."""
+    held = state.views.get(cert_no)
+    if held is None:
+        return True
+    return view is not None and view.version >= held.version
+
+
+def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    while state.pending:
+        check = state.pending[0]
+        if any(c not in state.views for c in _subscribed(check.claimed)):
+            break  # decided in order: a later event never overtakes an earlier one
+        state.pending.pop(0)
+        evaluation = evaluate(check.claimed, check.category, state.views, check.occurred_at)
+        action = listing_event_action(evaluation)
+        state.live = evaluation.passes
+        state.reasons, state.failing = evaluation.reasons, evaluation.failing_certs
+        verdict = _verdict(
+            state,
+            listing_id,
+            check.claimed,
+            evaluation,
+            action,
+            VerdictTrigger.LISTING_EVENT,
+            check.event_id,
+            check.occurred_at,
+            now_ms,
+        )
+        state.last_verdict = verdict
+        verdicts.append(verdict)
+    return verdicts
+
+
+def _settle(state: ListingState) -> ListingState | None:
+    """Drop views nobody needs any more; a delisted listing with nothing pending is gone."""
+    if state.delisted and not state.pending:
+        return None
+    needed = _needed(state)
+    for cert_no in [c for c in state.views if c not in needed]:
+        del state.views[cert_no]
+    return state
+
+
+def _verdict(
+    state: ListingState,
+    listing_id: str,
+    claimed: tuple[str, ...],
+    evaluation: Evaluation,
+    action: VerdictAction,
+    trigger: VerdictTrigger,
+    trigger_id: str,
+    event_time: int,
+    now_ms: int,
+) -> Verdict:
+    return Verdict(
+        verdict_id=verdict_id(listing_id, trigger_id, action),
+        listing_id=listing_id,
+        platform=state.platform,
+        shop_id=state.shop_id,
+        action=action,
+        reasons=evaluation.reasons,
+        cert_numbers=claimed,
+        failing_certs=evaluation.failing_certs,
+        trigger=trigger,
+        trigger_id=trigger_id,
+        event_time=event_time,
+        decided_at=now_ms,
+    )

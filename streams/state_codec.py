@@ -1,0 +1,82 @@
+"""Table values as bytes: listing state and certificate state, as compact orjson documents.
+
+Kept apart from the state machines so those stay plain objects; kept small because every write
+of a value goes whole to the table's changelog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from streams.certificate_side import CertState
+from streams.listing_side import ListingState, PendingCheck
+from streams.model import CertView, Verdict, VerdictReason
+from topics.internal import view_from_json, view_to_json
+
+
+def encode_listing(state: ListingState) -> bytes:
+    return orjson.dumps(
+        {
+            "p": state.platform,
+            "s": state.shop_id,
+            "c": state.category,
+            "cl": state.claimed,
+            "v": {k: None if v is None else view_to_json(v) for k, v in state.views.items()},
+            "l": state.live,
+            "r": [str(r) for r in state.reasons],
+            "f": state.failing,
+            "q": [[p.event_id, p.occurred_at, p.claimed, p.category] for p in state.pending],
+            "lv": None if state.last_verdict is None else state.last_verdict.as_record(),
+            "d": state.delisted,
+        }
+    )
+
+
+def decode_listing(data: bytes) -> ListingState:
+    doc: dict[str, Any] = orjson.loads(data)
+    views: dict[str, CertView | None] = {
+        k: None if v is None else view_from_json(v) for k, v in doc["v"].items()
+    }
+    return ListingState(
+        platform=doc["p"],
+        shop_id=doc["s"],
+        category=doc["c"],
+        claimed=tuple(doc["cl"]),
+        views=views,
+        live=doc["l"],
+        reasons=tuple(VerdictReason(r) for r in doc["r"]),
+        failing=tuple(doc["f"]),
+        pending=[PendingCheck(e, at, tuple(cl), cat) for e, at, cl, cat in doc["q"]],
+        last_verdict=None if doc["lv"] is None else Verdict.from_record(doc["lv"]),
+        delisted=doc["d"],
+    )
+
+
+def encode_certificate(state: CertState) -> bytes:
+    return orjson.dumps(
+        {
+            "n": state.cert_no,
+            "v": view_to_json(state.view),
+            "t": state.changed_at,
+            "rec": state.record,
+            "ft": state.fanout_trigger_id,
+            "fd": state.fanout_done,
+            "x": state.expiry_swept,
+        }
+    )
+
+
+def decode_certificate(data: bytes) -> CertState:
+    doc: dict[str, Any] = orjson.loads(data)
+    swept = doc["x"]
+    return CertState(
+        cert_no=doc["n"],
+        view=view_from_json(doc["v"]),
+        changed_at=doc["t"],
+        record=doc["rec"],
+        fanout_trigger_id=doc["ft"],
+        fanout_done=doc["fd"],
+        expiry_swept=None if swept is None else (swept[0], swept[1]),
+    )

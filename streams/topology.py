@@ -1,0 +1,375 @@
+"""Wiring: Faust topics, tables, agents and the expiry sweep around the two pure sides.
+
+Data path, top to bottom:
+
+  listing events ─┐                                         ┌─> verdicts
+                  ├─> listing agent ── listing_side rules ──┤
+  listing updates ┘     (table: listings)                   └─> certificate commands
+                                                                 (subscribe / unsubscribe)
+  certificate status ─┐                                       ┌─> listing updates
+                      ├─> certificate agent ─ certificate_side┤   (answers / re-checks)
+  certificate commands┘  (tables: certificates, claims)       │
+                               expiry sweep (timer) ──────────┴─> certificate commands (expire)
+
+Each agent reads two topics keyed alike (listing_id, or cert_no) and owns the tables keyed the
+same way, so every lookup is in the partition being processed. Agents stay thin: decode, call a
+pure function, write state, send what it says. Bad input goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka.errors import KafkaError
+
+from streams import certificate_side, listing_side, validation
+from streams.errors import InvalidRecordError, RejectedRecordError
+from streams.faust_adapter import iter_keys_with_prefix
+from streams.settings import Settings
+from streams.state_codec import (
+    decode_certificate,
+    decode_listing,
+    encode_certificate,
+    encode_listing,
+)
+from topics.catalogue import Catalogue, TopicSpec
+from topics.codecs import AvroCodec
+from topics.internal import (
+    Answer,
+    Expire,
+    Recheck,
+    Subscribe,
+    Unsubscribe,
+    decode_command,
+    decode_update,
+    encode_command,
+    encode_update,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]  # epoch milliseconds
+
+# The claim index holds one key per (certificate, listing): a NUL cannot occur in either id
+# (validation refuses control characters), so it separates them unambiguously, and all claims
+# of one certificate are adjacent in RocksDB's key order.
+_CLAIM_SEPARATOR = b"\x00"
+# Faust's in-memory store drops keys whose recovered value is falsy, so never store b"".
+_CLAIMED = b"1"
+# Larger payloads are cut in dead letters so the dead letter itself still fits a Kafka record.
+_MAX_DEAD_LETTER_PAYLOAD = 512 * 1024
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def claim_prefix(cert_no: str) -> bytes:
+    return cert_no.encode() + _CLAIM_SEPARATOR
+
+
+@dataclass
+class Progress:
+    """Counts since the last progress line; the operator's first view of a running worker."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        text = ", ".join(f"{name}={n}" for name, n in sorted(self.counts.items())) or "idle"
+        self.counts.clear()
+        return text
+
+
+def due_for_expiry(certificates: Iterable[tuple[bytes, bytes]], now_ms: int) -> list[bytes]:
+    """Keys of certificates the sweep must expire at ``now_ms``."""
+    return [
+        key
+        for key, value in certificates
+        if certificate_side.is_due_for_expiry(decode_certificate(value), now_ms)
+    ]
+
+
+class Topology:
+    """Declares the app's channels, tables, agents and timers on a Faust app."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        catalogue: Catalogue,
+        codec: AvroCodec,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.app, self.settings, self.catalogue, self.codec = app, settings, catalogue, codec
+        self.clock = clock
+        self.limits = validation.Limits.from_settings(settings)
+        self.progress = Progress()
+
+        self.verdicts = self._topic(catalogue.verdicts)
+        self.deadletter = self._topic(catalogue.deadletter)
+        self.certificate_commands = self._topic(catalogue.certificate_commands)
+        self.listing_updates = self._topic(catalogue.listing_updates)
+
+        self.listings = self._table("listings")
+        self.certificates = self._table("certificates")
+        self.claims = self._table("claims")
+
+        listing_side_in = self._topic(catalogue.listing_events, catalogue.listing_updates)
+        certificate_side_in = self._topic(
+            catalogue.certificate_status, catalogue.certificate_commands
+        )
+        app.agent(listing_side_in, name="listing-side", concurrency=1)(self._listing_agent)
+        app.agent(certificate_side_in, name="certificate-side", concurrency=1)(
+            self._certificate_agent
+        )
+        app.timer(settings.expiry_sweep_interval_s, name="expiry-sweep")(self.expiry_sweep)
+        app.timer(settings.progress_interval_s, name="progress")(self._log_progress)
+
+    # -- declarations ------------------------------------------------------------------------
+
+    def _topic(self, *specs: TopicSpec) -> Any:
+        first = specs[0]
+        return self.app.topic(
+            *(spec.name for spec in specs),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=first.partitions,
+            replicas=first.replication_factor,
+            config=first.config_dict,
+        )
+
+    def _table(self, name: str) -> Any:
+        return self.app.Table(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=self.settings.partitions,
+        )
+
+    # -- listing side ------------------------------------------------------------------------
+
+    async def _listing_agent(self, stream: Any) -> None:
+        events_topic = self.catalogue.listing_events.name
+        async for event in stream.events():
+            message = event.message
+            if message.topic == events_topic:
+                await self._guarded(message, event.key, event.value, self._on_listing_event)
+            else:
+                await self._guarded(message, event.key, event.value, self._on_listing_update)
+
+    async def _on_listing_event(self, key: bytes | None, value: bytes) -> None:
+        record = self.codec.decode("ListingEvent", value)
+        event = validation.listing_event(record, key, self.limits)
+        self.progress.counts["listing_events"] += 1
+        state_key = event.listing_id.encode()
+        outcome = listing_side.on_listing_event(
+            self._listing_state(state_key), event, self.clock()
+        )
+        await self._apply_listing_outcome(state_key, event.listing_id, outcome)
+
+    async def _on_listing_update(self, key: bytes | None, value: bytes) -> None:
+        update = decode_update(value)
+        if not key:
+            raise InvalidRecordError("listing update without a listing_id key")
+        listing_id = key.decode()
+        state = self._listing_state(key)
+        now = self.clock()
+        match update:
+            case Answer(cert_no, view):
+                outcome = listing_side.on_certificate_answer(state, listing_id, cert_no, view, now)
+            case Recheck(cert_no, view, trigger, trigger_id, at_ms):
+                self.progress.counts["rechecks"] += 1
+                outcome = listing_side.on_recheck(
+                    state, listing_id, cert_no, view, trigger, trigger_id, at_ms, now
+                )
+        await self._apply_listing_outcome(key, listing_id, outcome)
+
+    def _listing_state(self, key: bytes) -> listing_side.ListingState | None:
+        value = self.listings.get(key)
+        return None if value is None else decode_listing(value)
+
+    async def _apply_listing_outcome(
+        self, key: bytes, listing_id: str, outcome: listing_side.Outcome
+    ) -> None:
+        for cert_no in outcome.subscribe:
+            await self.certificate_commands.send(
+                key=cert_no.encode(), value=encode_command(Subscribe(listing_id))
+            )
+        for cert_no in outcome.unsubscribe:
+            await self.certificate_commands.send(
+                key=cert_no.encode(), value=encode_command(Unsubscribe(listing_id))
+            )
+        if outcome.changed:
+            if outcome.state is None:
+                self.listings.pop(key, None)
+            else:
+                self.listings[key] = encode_listing(outcome.state)
+        for verdict in outcome.verdicts:
+            self.progress.counts[f"verdicts_{verdict.action.lower()}"] += 1
+            await self.verdicts.send(
+                key=key, value=self.codec.encode("ListingVerdict", verdict.as_record())
+            )
+
+    # -- certificate side --------------------------------------------------------------------
+
+    async def _certificate_agent(self, stream: Any) -> None:
+        status_topic = self.catalogue.certificate_status.name
+        async for event in stream.events():
+            message = event.message
+            if message.topic == status_topic:
+                await self._guarded(message, event.key, event.value, self._on_status_change)
+            else:
+                await self._guarded(message, event.key, event.value, self._on_command)
+
+    async def _on_status_change(self, key: bytes | None, value: bytes) -> None:
+        record = self.codec.decode("CertificateStatusChanged", value)
+        change = validation.certificate_change(record, key, self.limits)
+        self.progress.counts["status_changes"] += 1
+        state = self._certificate_state(change.cert_no.encode())
+        await self._apply_certificate_decision(
+            change.cert_no, certificate_side.on_status_change(state, change)
+        )
+
+    async def _on_command(self, key: bytes | None, value: bytes) -> None:
+        command = decode_command(value)
+        if not key:
+            raise InvalidRecordError("certificate command without a cert_no key")
+        cert_no = key.decode()
+        state = self._certificate_state(key)
+        match command:
+            case Subscribe(listing_id):
+                self.claims[claim_prefix(cert_no) + listing_id.encode()] = _CLAIMED
+                listing_key = listing_id.encode()
+                answer = Answer(cert_no, None if state is None else state.view)
+                await self.listing_updates.send(key=listing_key, value=encode_update(answer))
+                late = certificate_side.late_expiry_recheck(state)
+                if late is not None:
+                    await self.listing_updates.send(key=listing_key, value=_recheck_payload(late))
+            case Unsubscribe(listing_id):
+                self.claims.pop(claim_prefix(cert_no) + listing_id.encode(), None)
+            case Expire(at_ms):
+                await self._apply_certificate_decision(
+                    cert_no, certificate_side.on_expiry(state, at_ms)
+                )
+
+    def _certificate_state(self, key: bytes) -> certificate_side.CertState | None:
+        value = self.certificates.get(key)
+        return None if value is None else decode_certificate(value)
+
+    async def _apply_certificate_decision(
+        self, cert_no: str, decision: certificate_side.CertDecision
+    ) -> None:
+        key = cert_no.encode()
+        if decision.state is not None:
+            self.certificates[key] = encode_certificate(decision.state)
+        if decision.fanout is None:
+            return
+        await self._fan_out(decision.fanout)
+        # Written only once every re-check is acknowledged: a crash before this line leaves
+        # the fan-out marked unfinished, and the replayed trigger runs it again.
+        state = self._certificate_state(key)
+        if state is not None and not state.fanout_done:
+            self.certificates[key] = encode_certificate(certificate_side.mark_fanout_done(state))
+
+    async def _fan_out(self, fanout: certificate_side.Fanout) -> None:
+        """Stream one re-check per claiming listing: no list of listings is ever built."""
+        started = time.monotonic()
+        payload = _recheck_payload(fanout)
+        prefix = claim_prefix(fanout.cert_no)
+        partition = faust.current_event().message.partition
+        pending: list[asyncio.Future[Any]] = []
+        for claim_key in iter_keys_with_prefix(self.claims, partition, prefix):
+            pending.append(
+                await self.listing_updates.send(key=claim_key[len(prefix) :], value=payload)
+            )
+        await asyncio.gather(*pending)
+        self.progress.counts["rechecks_sent"] += len(pending)
+        log.info(
+            "re-checked %d listing(s) of %s (%s %s) in %.3fs",
+            len(pending),
+            fanout.cert_no,
+            fanout.trigger,
+            fanout.view.status,
+            time.monotonic() - started,
+        )
+
+    async def expiry_sweep(self) -> None:
+        """Expire, through the certificate stream, every certificate past its validity.
+
+        A timer may not write tables (Faust ties each write to the partition of the event being
+        processed), so the sweep only finds due certificates and sends each an ``Expire``
+        command; the certificate agent decides and fans out in-stream.
+        """
+        now = self.clock()
+        due = due_for_expiry(self.certificates.items(), now)
+        for key in due:
+            await self.certificate_commands.send(key=key, value=encode_command(Expire(now)))
+        if due:
+            log.info("expiry sweep: %d certificate(s) past their validity", len(due))
+
+    # -- shared ------------------------------------------------------------------------------
+
+    async def _guarded(
+        self,
+        message: Any,
+        key: bytes | None,
+        value: bytes | None,
+        handler: Callable[[bytes | None, bytes], Any],
+    ) -> None:
+        """Run ``handler``; a record it rejects, or that breaks it, goes to the dead-letter
+        topic and the stream goes on. Broker errors are not the record's fault: they raise."""
+        try:
+            if value is None:
+                raise InvalidRecordError("record has no value (tombstone)")
+            if len(value) > self.settings.max_record_bytes:
+                raise InvalidRecordError(
+                    f"value is {len(value)} bytes (limit {self.settings.max_record_bytes})"
+                )
+            await handler(key, value)
+        except KafkaError:
+            raise
+        except RejectedRecordError as exc:
+            await self._dead_letter(message, key, value, exc.kind, str(exc))
+        except Exception as exc:
+            log.exception("failed to process %s[%d]@%d", message.topic, message.partition, message.offset)
+            await self._dead_letter(message, key, value, "processing_error", repr(exc))
+
+    async def _dead_letter(
+        self, message: Any, key: bytes | None, value: bytes | None, kind: str, error: str
+    ) -> None:
+        payload = value or b""
+        if len(payload) > _MAX_DEAD_LETTER_PAYLOAD:
+            error += f" (payload cut to its first {_MAX_DEAD_LETTER_PAYLOAD} of {len(payload)} bytes)"
+            payload = payload[:_MAX_DEAD_LETTER_PAYLOAD]
+        self.progress.counts[f"dead_letters_{kind}"] += 1
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s: %s", message.topic, message.partition, message.offset, kind, error
+        )
+        record = {
+            "source_topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "key": key,
+            "payload": payload,
+            "error": f"{kind}: {error}",
+            "failed_at": self.clock(),
+        }
+        await self.deadletter.send(key=key, value=self.codec.encode("DeadLetter", record))
+
+    async def _log_progress(self) -> None:
+        log.info("progress (last %.0fs): %s", self.settings.progress_interval_s, self.progress.line())
+
+
+def _recheck_payload(fanout: certificate_side.Fanout) -> bytes:
+    return encode_update(
+        Recheck(fanout.cert_no, fanout.view, fanout.trigger, fanout.trigger_id, fanout.at_ms)
+    )

@@ -1,0 +1,208 @@
+"""The listing side's state machine: subscriptions, pending checks, re-checks, replays."""
+
+from __future__ import annotations
+
+from streams.listing_side import ListingState, Outcome, on_certificate_answer, on_listing_event, on_recheck
+from streams.model import (
+    CertificateStatus,
+    CertView,
+    ListingEvent,
+    ListingEventType,
+    VerdictAction,
+    VerdictReason,
+    VerdictTrigger,
+)
+
+A, B, C = "2017010907948411", "2016010907878416", "2019010907148672"
+LID = "L-1"
+FAR = 30_000  # days since 1970: 2052
+T0 = 1_790_000_000_000
+
+
+def event(
+    event_id: str,
+    certs: tuple[str, ...],
+    kind: ListingEventType = ListingEventType.CREATED,
+    at: int = T0,
+    category: str | None = "0907",
+) -> ListingEvent:
+    return ListingEvent(event_id, kind, "jd", LID, "S-1", category, certs, at)
+
+
+def valid(version: int = 1) -> CertView:
+    return CertView(CertificateStatus.VALID, version, "0907", FAR)
+
+
+def revoked(version: int = 2) -> CertView:
+    return CertView(CertificateStatus.REVOKED, version, "0907", FAR)
+
+
+def answered(outcome: Outcome, *answers: tuple[str, CertView | None]) -> Outcome:
+    for cert_no, view in answers:
+        outcome = on_certificate_answer(outcome.state, LID, cert_no, view, T0)
+    return outcome
+
+
+def created_live(*certs: str) -> ListingState:
+    outcome = answered(on_listing_event(None, event("E1", certs), T0), *[(c, valid()) for c in certs])
+    assert [v.action for v in outcome.verdicts] == [VerdictAction.ALLOW]
+    assert outcome.state is not None
+    return outcome.state
+
+
+def test_created_subscribes_and_waits_for_answers() -> None:
+    outcome = on_listing_event(None, event("E1", (A, B)), T0)
+    assert outcome.subscribe == [A, B]
+    assert outcome.verdicts == []
+    outcome = on_certificate_answer(outcome.state, LID, A, valid(), T0)
+    assert outcome.verdicts == []  # B still unanswered
+    outcome = on_certificate_answer(outcome.state, LID, B, valid(), T0)
+    [verdict] = outcome.verdicts
+    assert verdict.action is VerdictAction.ALLOW
+    assert verdict.trigger is VerdictTrigger.LISTING_EVENT and verdict.trigger_id == "E1"
+    assert verdict.event_time == T0 and verdict.cert_numbers == (A, B)
+
+
+def test_no_or_malformed_certificates_are_decided_at_once_without_subscribing() -> None:
+    outcome = on_listing_event(None, event("E1", ()), T0)
+    assert outcome.subscribe == []
+    assert [(v.action, v.reasons) for v in outcome.verdicts] == [
+        (VerdictAction.BLOCK, (VerdictReason.NO_CERTIFICATE,))
+    ]
+    outcome = on_listing_event(None, event("E1", ("2O17010907948411",)), T0)
+    assert outcome.subscribe == []
+    assert outcome.verdicts[0].reasons == (VerdictReason.INVALID_CERTIFICATE_NUMBER,)
+
+
+def test_unknown_certificate_blocks_then_valid_arrival_restores() -> None:
+    outcome = answered(on_listing_event(None, event("E1", (A,)), T0), (A, None))
+    assert outcome.verdicts[0].reasons == (VerdictReason.CERTIFICATE_NOT_FOUND,)
+    outcome = on_recheck(
+        outcome.state, LID, A, valid(), VerdictTrigger.CERTIFICATE_CHANGE, f"{A}@1", T0 + 5, T0 + 6
+    )
+    [verdict] = outcome.verdicts
+    assert verdict.action is VerdictAction.RESTORE
+    assert verdict.trigger_id == f"{A}@1" and verdict.event_time == T0 + 5
+    assert outcome.state is not None and outcome.state.live
+
+
+def test_revocation_takes_down_a_live_listing_once() -> None:
+    state = created_live(A, B)
+    outcome = on_recheck(state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, f"{A}@2", T0, T0)
+    [verdict] = outcome.verdicts
+    assert verdict.action is VerdictAction.TAKEDOWN
+    assert verdict.reasons == (VerdictReason.CERTIFICATE_REVOKED,)
+    assert verdict.failing_certs == (A,)
+    # A second, different failing change speaks no more: the listing is already down.
+    outcome = on_recheck(
+        outcome.state, LID, B, revoked(3), VerdictTrigger.CERTIFICATE_CHANGE, f"{B}@3", T0, T0
+    )
+    assert outcome.verdicts == []
+    assert outcome.state is not None and outcome.state.failing == (A, B)
+
+
+def test_restoring_one_of_two_bad_certificates_does_not_restore() -> None:
+    state = created_live(A, B)
+    for cert_no, tid in ((A, "a2"), (B, "b2")):
+        state = on_recheck(state, LID, cert_no, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, tid, T0, T0).state  # type: ignore[assignment]
+    outcome = on_recheck(state, LID, A, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "a3", T0, T0)
+    assert outcome.verdicts == []
+    outcome = on_recheck(outcome.state, LID, B, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "b3", T0, T0)
+    assert [v.action for v in outcome.verdicts] == [VerdictAction.RESTORE]
+
+
+def test_replayed_listing_event_re_emits_the_same_verdict_and_changes_nothing() -> None:
+    state = created_live(A)
+    outcome = on_listing_event(state, event("E1", (A,)), T0 + 99)
+    assert not outcome.changed and outcome.subscribe == []
+    assert [v.verdict_id for v in outcome.verdicts] == [state.last_verdict.verdict_id]  # type: ignore[union-attr]
+
+
+def test_replayed_recheck_re_emits_the_takedown() -> None:
+    state = created_live(A)
+    first = on_recheck(state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0)
+    again = on_recheck(first.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0 + 1)
+    assert [v.verdict_id for v in again.verdicts] == [v.verdict_id for v in first.verdicts]
+    assert not again.changed
+
+
+def test_update_swapping_certificates_moves_the_subscriptions() -> None:
+    state = created_live(A, B)
+    outcome = on_listing_event(state, event("E2", (B, C), ListingEventType.UPDATED), T0 + 1)
+    assert outcome.subscribe == [C] and outcome.unsubscribe == [A]
+    assert outcome.verdicts == []
+    outcome = on_certificate_answer(outcome.state, LID, C, revoked(), T0)
+    assert [(v.action, v.failing_certs) for v in outcome.verdicts] == [(VerdictAction.BLOCK, (C,))]
+    # A re-check of the certificate no longer claimed is ignored.
+    late = on_recheck(outcome.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0)
+    assert late.verdicts == [] and not late.changed
+
+
+def test_update_keeping_certificates_is_decided_immediately() -> None:
+    state = created_live(A)
+    outcome = on_listing_event(state, event("E2", (A,), ListingEventType.UPDATED, category="0713"), T0)
+    assert outcome.subscribe == []
+    assert [(v.action, v.reasons) for v in outcome.verdicts] == [
+        (VerdictAction.BLOCK, (VerdictReason.CATEGORY_MISMATCH,))
+    ]
+
+
+def test_events_arriving_while_pending_are_each_decided_in_order() -> None:
+    first = on_listing_event(None, event("E1", (A,)), T0)
+    second = on_listing_event(first.state, event("E2", (B,), ListingEventType.UPDATED), T0 + 1)
+    assert second.subscribe == [B] and second.unsubscribe == [A]
+    # B answers first, but E1 (waiting on A) is decided first.
+    outcome = on_certificate_answer(second.state, LID, B, revoked(), T0)
+    assert outcome.verdicts == []
+    outcome = on_certificate_answer(outcome.state, LID, A, valid(), T0)
+    assert [(v.trigger_id, v.action) for v in outcome.verdicts] == [
+        ("E1", VerdictAction.ALLOW),
+        ("E2", VerdictAction.BLOCK),
+    ]
+    assert outcome.state is not None and not outcome.state.live
+    assert set(outcome.state.views) == {B}  # A's view was only kept for E1
+
+
+def test_delisted_leaves_all_state_and_unsubscribes() -> None:
+    state = created_live(A, B)
+    outcome = on_listing_event(state, event("E2", (), ListingEventType.DELISTED), T0)
+    assert outcome.state is None and outcome.verdicts == []
+    assert outcome.unsubscribe == [A, B]
+    assert on_recheck(None, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0).verdicts == []
+
+
+def test_delisted_while_pending_still_answers_the_pending_event_then_goes() -> None:
+    first = on_listing_event(None, event("E1", (A,)), T0)
+    gone = on_listing_event(first.state, event("E2", (), ListingEventType.DELISTED), T0)
+    assert gone.state is not None and gone.unsubscribe == [A]
+    outcome = on_certificate_answer(gone.state, LID, A, valid(), T0)
+    assert [v.trigger_id for v in outcome.verdicts] == ["E1"]
+    assert outcome.state is None
+
+
+def test_older_certificate_versions_never_overwrite_newer_ones() -> None:
+    state = created_live(A)
+    outcome = on_recheck(state, LID, A, revoked(0), VerdictTrigger.CERTIFICATE_CHANGE, "old", T0, T0)
+    assert outcome.verdicts == [] and not outcome.changed
+
+
+def test_recheck_while_an_event_is_pending_lets_the_event_speak() -> None:
+    state = created_live(A)
+    pending = on_listing_event(state, event("E2", (A, B), ListingEventType.UPDATED), T0)
+    outcome = on_recheck(pending.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0)
+    assert outcome.verdicts == []
+    outcome = on_certificate_answer(outcome.state, LID, B, valid(), T0)
+    assert [(v.trigger_id, v.action, v.reasons) for v in outcome.verdicts] == [
+        ("E2", VerdictAction.BLOCK, (VerdictReason.CERTIFICATE_REVOKED,))
+    ]
+
+
+def test_expiry_is_decided_at_the_trigger_time() -> None:
+    expiring = CertView(CertificateStatus.VALID, 1, "0907", 20_000)  # 2024-10-04
+    outcome = answered(on_listing_event(None, event("E1", (A,), at=20_000 * 86_400_000), T0), (A, expiring))
+    assert outcome.verdicts[0].action is VerdictAction.ALLOW
+    after = 20_001 * 86_400_000
+    outcome = on_recheck(outcome.state, LID, A, expiring, VerdictTrigger.CERTIFICATE_EXPIRY, f"{A}@expiry", after, after)
+    assert [(v.action, v.reasons) for v in outcome.verdicts] == [
+        (VerdictAction.TAKEDOWN, (VerdictReason.CERTIFICATE_EXPIRED,))
+    ]

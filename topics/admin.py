@@ -1,0 +1,78 @@
+"""Make the broker hold every topic of the catalogue, as declared.
+
+Run at worker start (and by ``ccc-guard topics``): missing topics are created with their
+partition count and config, so a bare broker just works; an existing topic with another
+partition count stops the worker, because co-partitioned lookups would silently miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from streams.errors import TopicLayoutError
+from topics.catalogue import TopicSpec
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for topic in await admin.describe_topics(names):
+        if topic["error_code"] == 0:
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts
+
+
+async def ensure_topics(
+    bootstrap_servers: str, specs: Iterable[TopicSpec], *, timeout_s: float = 60.0
+) -> list[str]:
+    """Create missing topics; return the names created. Raises ``TopicLayoutError`` when an
+    existing topic's partition count differs from the catalogue's."""
+    wanted = {spec.name: spec for spec in specs}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="ccc-guard-admin")
+    await asyncio.wait_for(admin.start(), timeout_s)
+    try:
+        existing = await _partition_counts(admin, list(wanted))
+        missing = [spec for name, spec in wanted.items() if name not in existing]
+        created: list[str] = []
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        spec.name, spec.partitions, spec.replication_factor, topic_configs=spec.config_dict
+                    )
+                    for spec in missing
+                ]
+            )
+            for name, code, *rest in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != _TOPIC_ALREADY_EXISTS:  # another worker won the race: fine
+                    message = rest[0] if rest else ""
+                    raise TopicLayoutError(f"could not create topic {name}: error {code} {message}")
+            existing = await _partition_counts(admin, list(wanted))
+        wrong = {
+            name: (existing.get(name), spec.partitions)
+            for name, spec in wanted.items()
+            if existing.get(name) != spec.partitions
+        }
+        if wrong:
+            detail = "; ".join(f"{n} has {have} partitions, expected {want}" for n, (have, want) in wrong.items())
+            raise TopicLayoutError(
+                f"{detail}. Set CCC_PARTITIONS to the existing count or recreate the topics: "
+                "every topic must have the same partition count for lookups to be co-partitioned."
+            )
+        for name in created:
+            log.info("created topic %s (%d partitions)", name, wanted[name].partitions)
+        return created
+    except KafkaError as exc:
+        raise TopicLayoutError(f"could not inspect or create topics: {exc!r}") from exc
+    finally:
+        await admin.close()

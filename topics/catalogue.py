@@ -1,0 +1,97 @@
+"""The one registry of topics: names, partition counts, configs and what their keys and values
+are. Nothing else in the project spells a topic name.
+
+All topics share one partition count: the listing side (listing events, listing updates) and the
+certificate side (status changes, certificate commands) each look up tables fed by the other
+topics of their side, which is only correct when they are co-partitioned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from streams.settings import Settings
+
+
+class ValueFormat(StrEnum):
+    AVRO = "avro"  # single-object encoded, schema under avro/
+    INTERNAL = "internal"  # topics.internal messages, private to ccc-guard
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    key: str  # what the UTF-8 key holds
+    value_format: ValueFormat
+    value_record: str | None  # Avro record name, for AVRO values
+    config: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def config_dict(self) -> dict[str, str]:
+        return dict(self.config)
+
+
+_COMPACTED = (("cleanup.policy", "compact"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    listing_events: TopicSpec
+    certificate_status: TopicSpec
+    verdicts: TopicSpec
+    deadletter: TopicSpec
+    # Internal, the foreign-key join's two directions (Kafka Streams' KIP-213 shape):
+    certificate_commands: TopicSpec  # listing side → certificate side, keyed by cert_no
+    listing_updates: TopicSpec  # certificate side → listing side, keyed by listing_id
+
+    def all(self) -> tuple[TopicSpec, ...]:
+        return (
+            self.listing_events,
+            self.certificate_status,
+            self.verdicts,
+            self.deadletter,
+            self.certificate_commands,
+            self.listing_updates,
+        )
+
+
+def build_catalogue(settings: Settings) -> Catalogue:
+    def spec(
+        name: str,
+        key: str,
+        value_format: ValueFormat,
+        record: str | None,
+        config: tuple[tuple[str, str], ...] = (),
+    ) -> TopicSpec:
+        return TopicSpec(
+            name=settings.topic_prefix + name,
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            key=key,
+            value_format=value_format,
+            value_record=record,
+            config=config,
+        )
+
+    internal = f"{settings.app_id}-"
+    return Catalogue(
+        listing_events=spec(
+            settings.listing_events_topic, "listing_id", ValueFormat.AVRO, "ListingEvent"
+        ),
+        certificate_status=spec(
+            settings.certificate_status_topic,
+            "cert_no",
+            ValueFormat.AVRO,
+            "CertificateStatusChanged",
+            _COMPACTED,
+        ),
+        verdicts=spec(settings.verdicts_topic, "listing_id", ValueFormat.AVRO, "ListingVerdict"),
+        deadletter=spec(settings.deadletter_topic, "original key", ValueFormat.AVRO, "DeadLetter"),
+        certificate_commands=spec(
+            internal + "certificate-commands", "cert_no", ValueFormat.INTERNAL, None
+        ),
+        listing_updates=spec(internal + "listing-updates", "listing_id", ValueFormat.INTERNAL, None),
+    )
