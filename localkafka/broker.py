@@ -206,7 +206,7 @@ class LocalKafka:
 
         fresh_ports = self._ports is None
         if self._ports is None:
-            self._ports = _pick_free_ports(2)
+            self._ports = _pick_two_free_ports()
         self._write_config()
         if not (self._data_dir / "meta.properties").is_file():
             self._format(java, lib)
@@ -221,7 +221,7 @@ class LocalKafka:
                     raise LocalKafkaError(str(exc)) from None
                 # With static voters the ports are not part of the formatted data, so the same
                 # node can simply move to new ones.
-                self._ports = _pick_free_ports(2)
+                self._ports = _pick_two_free_ports()
                 self._write_config()
         raise AssertionError("unreachable")
 
@@ -459,8 +459,7 @@ class LocalKafka:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 stage = (
-                    "the metadata probe never succeeded"
-                    f" (last error: {last_probe_error!r})"
+                    f"the metadata probe never succeeded (last error: {last_probe_error!r})"
                     if tcp_open
                     else "its client port never accepted connections"
                     if logged_started
@@ -590,16 +589,16 @@ def _probe_metadata(bootstrap_servers: str, timeout: float) -> None:
         pool.submit(asyncio.run, bounded()).result()
 
 
-def _pick_free_ports(count: int) -> tuple[int, int]:
-    # All sockets stay bound until every port is chosen so the kernel cannot hand out the same
-    # port twice.
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((_HOST, 0))
-            ports.append(int(sock.getsockname()[1]))
-    return ports[0], ports[1]
+def _pick_two_free_ports() -> tuple[int, int]:
+    # Both sockets stay bound until both ports are chosen so the kernel cannot hand out the
+    # same port twice.
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second,
+    ):
+        first.bind((_HOST, 0))
+        second.bind((_HOST, 0))
+        return int(first.getsockname()[1]), int(second.getsockname()[1])
 
 
 def _can_connect(port: int) -> bool:

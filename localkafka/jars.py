@@ -23,6 +23,7 @@ DEFAULT_KAFKA_VERSION = "4.1.2"
 
 _POM = Path(__file__).with_name("pom.xml")
 _MARKER = ".complete"
+_STAGING_PREFIX = "fetch-"
 # A cold ~/.m2 downloads ~50 jars (about 40 MB); generous, but bounded so CI cannot hang here.
 _MVN_TIMEOUT_S = 900.0
 _OUTPUT_TAIL_CHARS = 4000
@@ -60,7 +61,10 @@ def ensure_broker_jars(version: str = DEFAULT_KAFKA_VERSION) -> Path:
     with _exclusive_lock(entry / ".lock"):
         if _is_complete(lib):
             return lib
-        staging = Path(tempfile.mkdtemp(prefix="fetch-", dir=entry))
+        # Holding the lock, any staging dir left here belongs to a fetch that was killed.
+        for leftover in entry.glob(f"{_STAGING_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=entry))
         try:
             staged_lib = staging / "lib"
             _run_maven(mvn, version, staging, staged_lib)

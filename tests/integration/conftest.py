@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from localkafka import LocalKafka
+from tests.integration.harness import Deployment, Guard, running_guard
 
 _HERE = Path(__file__).parent.resolve()
 
@@ -54,3 +55,12 @@ def kafka_broker(_session_broker: LocalKafka | None) -> Iterator[LocalKafka]:
     yield _session_broker
     if not _session_broker.is_running:
         _session_broker.start()
+
+
+@pytest.fixture(scope="module")
+def guard(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guard]:
+    """One worker on its own topics, shared by a module's tests; tests keep apart by using
+    fresh listing ids and certificate numbers."""
+    deployment = Deployment(kafka, tmp_path_factory.mktemp("guard"))
+    with running_guard(deployment) as running:
+        yield running
