@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -198,6 +197,7 @@ class LocalKafka:
         if self.is_running:
             return self
         self._reap()
+        _unclosed.add(self)
         lib = ensure_broker_jars(self._version)
         java = _find_java()
         workdir = self._ensure_workdir()
@@ -241,7 +241,6 @@ class LocalKafka:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
         self._proc = None
-        _live.discard(self)
 
     def kill(self) -> None:
         """SIGKILL the broker at once (a crash, for fault tests). Keeps ports and data."""
@@ -252,7 +251,6 @@ class LocalKafka:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
         self._proc = None
-        _live.discard(self)
 
     def close(self) -> None:
         """Stop the broker and delete its working directory if this instance created it.
@@ -260,6 +258,7 @@ class LocalKafka:
         After close() a start() begins again with a brand-new node on new ports.
         """
         self.stop()
+        _unclosed.discard(self)
         if self._workdir is not None and self._owns_workdir and not self._keep:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
@@ -303,7 +302,6 @@ class LocalKafka:
         # A broker that died on its own still holds a Popen; forget it so start() relaunches.
         if self._proc is not None and self._proc.poll() is not None:
             self._proc = None
-            _live.discard(self)
 
     def _config(self) -> dict[str, str]:
         port, controller_port = self._require_ports()
@@ -426,7 +424,6 @@ class LocalKafka:
                 )
             except OSError as exc:
                 raise LocalKafkaError(f"cannot run {java}: {exc}") from exc
-        _live.add(self)
         try:
             self._wait_ready(started_at, log_offset, out_offset)
         except BaseException:
@@ -445,7 +442,6 @@ class LocalKafka:
             returncode = proc.poll()
             if returncode is not None:
                 self._proc = None
-                _live.discard(self)
                 tail = self._failure_tail(log_offset, out_offset)
                 if b"Address already in use" in tail.encode():
                     raise _PortTakenError(
@@ -467,7 +463,7 @@ class LocalKafka:
                 )
                 tail = self._failure_tail(log_offset, out_offset)
                 raise LocalKafkaError(
-                    f"Kafka broker not ready after {self._startup_timeout:.0f} s: {stage}:\n{tail}"
+                    f"Kafka broker not ready after {self._startup_timeout:g} s: {stage}:\n{tail}"
                 )
             if not logged_started:
                 logged_started = watcher.seen()
@@ -519,14 +515,15 @@ class _LogWatcher:
         return False
 
 
-# Brokers started by this process and not yet stopped; stopped at interpreter exit so a test
-# run that forgets one (or dies on an exception) does not leave a JVM holding 768 MB behind.
-_live: weakref.WeakSet[LocalKafka] = weakref.WeakSet()
+# Instances started and not yet closed. Closed at interpreter exit so a run that forgets one (or
+# dies on an exception) leaves neither a JVM holding 768 MB nor a temp dir behind. Strong
+# references on purpose: a dropped instance must still be found here to stop its broker.
+_unclosed: set[LocalKafka] = set()
 
 
 @atexit.register
-def _close_live_brokers() -> None:
-    for broker in list(_live):
+def _close_unclosed() -> None:
+    for broker in list(_unclosed):
         with contextlib.suppress(Exception):
             broker.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +28,7 @@ _STAGING_PREFIX = "fetch-"
 # A cold ~/.m2 downloads ~50 jars (about 40 MB); generous, but bounded so CI cannot hang here.
 _MVN_TIMEOUT_S = 900.0
 _OUTPUT_TAIL_CHARS = 4000
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def cache_root() -> Path:
@@ -58,7 +60,7 @@ def ensure_broker_jars(version: str = DEFAULT_KAFKA_VERSION) -> Path:
 
     # Serialise fetchers of the same version: two Maven runs writing the same artifacts into
     # ~/.m2 at once is not safe, and the second one would only redo the first one's work.
-    with _exclusive_lock(entry / ".lock"):
+    with _exclusive_lock(entry / ".lock") as lock_fd:
         if _is_complete(lib):
             return lib
         # Holding the lock, any staging dir left here belongs to a fetch that was killed.
@@ -67,7 +69,7 @@ def ensure_broker_jars(version: str = DEFAULT_KAFKA_VERSION) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=entry))
         try:
             staged_lib = staging / "lib"
-            _run_maven(mvn, version, staging, staged_lib)
+            _run_maven(mvn, version, staging, staged_lib, lock_fd)
             _check_download(staged_lib, version)
             (staged_lib / _MARKER).write_text(f"kafka {version}\n", encoding="utf-8")
             _install(staged_lib, lib, entry)
@@ -96,16 +98,15 @@ def _require_tool(name: str, why: str) -> str:
 
 
 @contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
+def _exclusive_lock(path: Path) -> Iterator[int]:
+    """Hold an exclusive flock on ``path``; yields the descriptor so children can share it."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield handle.fileno()
+    # Closing releases our hold; a child that inherited the descriptor keeps the lock alive.
 
 
-def _run_maven(mvn: str, version: str, staging: Path, out_dir: Path) -> None:
+def _run_maven(mvn: str, version: str, staging: Path, out_dir: Path, lock_fd: int) -> None:
     # Maven is pointed at a copy of the POM in the staging dir: the installed package directory
     # may be read-only, and Maven may leave a target/ next to the POM it runs.
     pom = staging / "pom.xml"
@@ -132,6 +133,10 @@ def _run_maven(mvn: str, version: str, staging: Path, out_dir: Path) -> None:
             errors="replace",
             timeout=_MVN_TIMEOUT_S,
             check=False,
+            # Maven inherits the lock: if this process is killed mid-fetch, the orphaned mvn
+            # still holds it, so the next fetch waits for it instead of deleting its staging
+            # dir under it (and then removes it as a leftover).
+            pass_fds=(lock_fd,),
         )
     except subprocess.TimeoutExpired as exc:
         output = exc.output if isinstance(exc.output, str) else ""
@@ -170,5 +175,6 @@ def _install(staged_lib: Path, lib: Path, entry: Path) -> None:
 
 
 def _tail_block(output: str) -> str:
-    tail = output.strip()[-_OUTPUT_TAIL_CHARS:]
+    # Maven's console library emits colour resets even in batch mode with colour off.
+    tail = _ANSI_ESCAPE.sub("", output).strip()[-_OUTPUT_TAIL_CHARS:]
     return f":\n{tail}" if tail else " (no output)"

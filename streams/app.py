@@ -17,7 +17,7 @@ from topics.codecs import AvroCodec
 log = logging.getLogger(__name__)
 
 
-class GuardApp(faust.App):  # type: ignore[misc]
+class GuardApp(faust.App):
     """A Faust app that makes sure its topics exist before its consumer subscribes.
 
     ``on_first_start`` is mode's hook that runs before any child service (producer, consumer,

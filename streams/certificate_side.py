@@ -77,7 +77,11 @@ def on_status_change(state: CertState | None, change: CertificateChange) -> Cert
 
 def _change_fanout(change: CertificateChange, trigger_id: str) -> Fanout:
     return Fanout(
-        change.cert_no, change.view, VerdictTrigger.CERTIFICATE_CHANGE, trigger_id, change.changed_at
+        change.cert_no,
+        change.view,
+        VerdictTrigger.CERTIFICATE_CHANGE,
+        trigger_id,
+        change.changed_at,
     )
 
 

@@ -30,7 +30,9 @@ register_commands(app)
 
 def main() -> None:
     argv = sys.argv[1:]
-    if argv[:1] == ["worker"] and not any(a in {"-l", "--loglevel"} or a.startswith("--loglevel=") for a in argv):
+    if argv[:1] == ["worker"] and not any(
+        a in {"-l", "--loglevel"} or a.startswith("--loglevel=") for a in argv
+    ):
         sys.argv[2:2] = ["-l", settings.log_level]
     app.main()
 

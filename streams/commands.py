@@ -18,7 +18,12 @@ def register_commands(app: GuardApp) -> None:
             print(f"{spec.name:45} {spec.partitions:3} partitions  key={spec.key:12} {mark}")
 
     @app.command(
-        option("--duration", type=float, default=0.0, help="Stop after this many seconds (0: run until Ctrl-C)."),
+        option(
+            "--duration",
+            type=float,
+            default=0.0,
+            help="Stop after this many seconds (0: run until Ctrl-C).",
+        ),
         option("--rate", type=float, default=20.0, help="Listing events per second."),
         option("--seed", type=int, default=7, help="Seed of the synthetic data."),
     )

@@ -172,7 +172,8 @@ async def _feed(settings: Settings, codec: AvroCodec, rate: float, seed: int) ->
             await producer.listing_event(feed.listing_event(n))
             if n % 100 == 0:
                 change = feed.status_change()
-                print(f"--- authority: {change['cert_no']} is now {change['status']} (v{change['version']})")
+                cert, status, version = change["cert_no"], change["status"], change["version"]
+                print(f"--- authority: {cert} is now {status} (v{version})")
                 await producer.certificate_status(change)
             if n % 250 == 0:
                 print("--- feeding one undecodable record: it goes to the dead-letter topic")
@@ -209,7 +210,9 @@ async def run_demo(settings: Settings, *, duration: float, rate: float, seed: in
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-        print(f"worker pid {worker.pid}, log: {log_path}, metrics: http://127.0.0.1:{env['CCC_WEB_PORT']}/")
+        print(
+            f"worker pid {worker.pid}, log: {log_path}, metrics: http://127.0.0.1:{env['CCC_WEB_PORT']}/"
+        )
         tasks = [
             asyncio.ensure_future(_print_verdicts(settings, codec)),
             asyncio.ensure_future(_feed(settings, codec, rate, seed)),

@@ -14,18 +14,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from faust.stores.memory import Store as MemoryStore
-
-try:  # rocksdict is a declared dependency, but keep memory:// usable without it
-    from faust.stores.rocksdb import Store as RocksDBStore
-except ImportError:  # pragma: no cover
-    RocksDBStore = None
+from faust.stores.rocksdb import Store as RocksDBStore
 
 
 def iter_keys_with_prefix(table: Any, partition: int, prefix: bytes) -> Iterator[bytes]:
     """Keys of ``table`` in ``partition`` that start with ``prefix``, without loading values
     into a list: the caller streams them."""
     store = table.data
-    if RocksDBStore is not None and isinstance(store, RocksDBStore):
+    if isinstance(store, RocksDBStore):
         iterator = store._db_for_partition(partition).iter()
         iterator.seek(prefix)
         while iterator.valid():

@@ -51,7 +51,7 @@ class VerdictTrigger(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ListingEvent:
-    """A validated ``ccc.guard.ListingEvent``; ``cert_numbers`` is de-duplicated, claim order kept."""
+    """A validated ``ccc.guard.ListingEvent``; ``cert_numbers`` de-duplicated, in claim order."""
 
     event_id: str
     event_type: ListingEventType
@@ -130,11 +130,11 @@ class Verdict:
             listing_id=str(record["listing_id"]),
             platform=str(record["platform"]),
             shop_id=str(record["shop_id"]),
-            action=VerdictAction(record["action"]),
+            action=VerdictAction(str(record["action"])),
             reasons=tuple(VerdictReason(r) for r in strings("reasons")),
             cert_numbers=strings("cert_numbers"),
             failing_certs=strings("failing_certs"),
-            trigger=VerdictTrigger(record["trigger"]),
+            trigger=VerdictTrigger(str(record["trigger"])),
             trigger_id=str(record["trigger_id"]),
             event_time=int(str(record["event_time"])),
             decided_at=int(str(record["decided_at"])),

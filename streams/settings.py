@@ -88,51 +88,75 @@ def _setting(env: str, default: str, parse: Callable[[str], Any], doc: str) -> A
 @dataclass(frozen=True, slots=True)
 class Settings:
     bootstrap_servers: str = _setting(
-        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", _bootstrap,
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:9092",
+        _bootstrap,
         "Kafka brokers, comma-separated host:port.",
     )
     app_id: str = _setting(
-        "CCC_APP_ID", "ccc-guard", _topic,
+        "CCC_APP_ID",
+        "ccc-guard",
+        _topic,
         "Consumer group and state namespace; internal and changelog topics are named after it.",
     )
     topic_prefix: str = _setting(
-        "CCC_TOPIC_PREFIX", "", _prefix,
+        "CCC_TOPIC_PREFIX",
+        "",
+        _prefix,
         "Prepended to every topic name (external and internal), to share one cluster.",
     )
     listing_events_topic: str = _setting(
-        "CCC_LISTING_EVENTS_TOPIC", "ccc.listing.events", _topic,
+        "CCC_LISTING_EVENTS_TOPIC",
+        "ccc.listing.events",
+        _topic,
         "Input: listing events from platforms, keyed by listing_id.",
     )
     certificate_status_topic: str = _setting(
-        "CCC_CERTIFICATE_STATUS_TOPIC", "ccc.certificate.status", _topic,
+        "CCC_CERTIFICATE_STATUS_TOPIC",
+        "ccc.certificate.status",
+        _topic,
         "Input: certificate status changes from the authority feed, keyed by cert_no (compacted).",
     )
     verdicts_topic: str = _setting(
-        "CCC_VERDICTS_TOPIC", "ccc.listing.verdicts", _topic,
+        "CCC_VERDICTS_TOPIC",
+        "ccc.listing.verdicts",
+        _topic,
         "Output: one verdict per decision, keyed by listing_id.",
     )
     deadletter_topic: str = _setting(
-        "CCC_DEADLETTER_TOPIC", "ccc.deadletter", _topic,
+        "CCC_DEADLETTER_TOPIC",
+        "ccc.deadletter",
+        _topic,
         "Output: every rejected input record with the reason, keyed by the original key.",
     )
     partitions: int = _setting(
-        "CCC_PARTITIONS", "8", _positive_int,
+        "CCC_PARTITIONS",
+        "8",
+        _positive_int,
         "Partitions of every topic and table; all must agree for lookups to be co-partitioned.",
     )
     replication_factor: int = _setting(
-        "CCC_REPLICATION_FACTOR", "1", _positive_int,
+        "CCC_REPLICATION_FACTOR",
+        "1",
+        _positive_int,
         "Replication factor of topics the worker creates.",
     )
     store: str = _setting(
-        "CCC_STORE", "rocksdb://", _store,
+        "CCC_STORE",
+        "rocksdb://",
+        _store,
         "Table store: rocksdb:// (production: restarts replay only what changed) or memory://.",
     )
     data_dir: str = _setting(
-        "CCC_DATA_DIR", "./ccc-guard-data", str,
+        "CCC_DATA_DIR",
+        "./ccc-guard-data",
+        str,
         "Directory of the RocksDB state; one per worker process.",
     )
     standby_replicas: int = _setting(
-        "CCC_STANDBY_REPLICAS", "1", _non_negative_int,
+        "CCC_STANDBY_REPLICAS",
+        "1",
+        _non_negative_int,
         "Warm standby copies of each table partition kept by other workers.",
     )
     web_enabled: bool = _setting(
@@ -148,31 +172,45 @@ class Settings:
         "CCC_LOG_LEVEL", "info", _log_level, "Worker log level when -l is not given."
     )
     producer_linger_ms: int = _setting(
-        "CCC_PRODUCER_LINGER_MS", "5", _non_negative_int,
+        "CCC_PRODUCER_LINGER_MS",
+        "5",
+        _non_negative_int,
         "How long the producer waits to batch records; trades latency for throughput.",
     )
     expiry_sweep_interval_s: float = _setting(
-        "CCC_EXPIRY_SWEEP_INTERVAL_SECONDS", "60", _positive_float,
+        "CCC_EXPIRY_SWEEP_INTERVAL_SECONDS",
+        "60",
+        _positive_float,
         "How often the certificate side looks for certificates past their valid-until day.",
     )
     progress_interval_s: float = _setting(
-        "CCC_PROGRESS_INTERVAL_SECONDS", "30", _positive_float,
+        "CCC_PROGRESS_INTERVAL_SECONDS",
+        "30",
+        _positive_float,
         "How often the worker logs a progress line (counts since the last line).",
     )
     max_certs_per_listing: int = _setting(
-        "CCC_MAX_CERTS_PER_LISTING", "50", _positive_int,
+        "CCC_MAX_CERTS_PER_LISTING",
+        "50",
+        _positive_int,
         "Listing events claiming more certificates are dead-lettered.",
     )
     max_text_chars: int = _setting(
-        "CCC_MAX_TEXT_CHARS", "2000", _positive_int,
+        "CCC_MAX_TEXT_CHARS",
+        "2000",
+        _positive_int,
         "Longest title or other free text accepted; longer records are dead-lettered.",
     )
     max_id_chars: int = _setting(
-        "CCC_MAX_ID_CHARS", "200", _positive_int,
+        "CCC_MAX_ID_CHARS",
+        "200",
+        _positive_int,
         "Longest id (event, listing, shop, platform) accepted.",
     )
     max_record_bytes: int = _setting(
-        "CCC_MAX_RECORD_BYTES", "65536", _positive_int,
+        "CCC_MAX_RECORD_BYTES",
+        "65536",
+        _positive_int,
         "Largest encoded input value accepted; checked before decoding.",
     )
 
@@ -195,7 +233,9 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, current value, meaning) for every setting."""
-        return [(f.metadata["env"], str(getattr(self, f.name)), f.metadata["doc"]) for f in fields(self)]
+        return [
+            (f.metadata["env"], str(getattr(self, f.name)), f.metadata["doc"]) for f in fields(self)
+        ]
 
 
 if __name__ == "__main__":

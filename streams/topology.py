@@ -171,9 +171,7 @@ class Topology:
         event = validation.listing_event(record, key, self.limits)
         self.progress.counts["listing_events"] += 1
         state_key = event.listing_id.encode()
-        outcome = listing_side.on_listing_event(
-            self._listing_state(state_key), event, self.clock()
-        )
+        outcome = listing_side.on_listing_event(self._listing_state(state_key), event, self.clock())
         await self._apply_listing_outcome(state_key, event.listing_id, outcome)
 
     async def _on_listing_update(self, key: bytes | None, value: bytes) -> None:
@@ -285,7 +283,9 @@ class Topology:
         started = time.monotonic()
         payload = _recheck_payload(fanout)
         prefix = claim_prefix(fanout.cert_no)
-        partition = faust.current_event().message.partition
+        event = faust.current_event()
+        assert event is not None, "fan-outs run while processing a certificate-keyed event"
+        partition = event.message.partition
         pending: list[asyncio.Future[Any]] = []
         for claim_key in iter_keys_with_prefix(self.claims, partition, prefix):
             pending.append(
@@ -340,7 +340,9 @@ class Topology:
         except RejectedRecordError as exc:
             await self._dead_letter(message, key, value, exc.kind, str(exc))
         except Exception as exc:
-            log.exception("failed to process %s[%d]@%d", message.topic, message.partition, message.offset)
+            log.exception(
+                "failed to process %s[%d]@%d", message.topic, message.partition, message.offset
+            )
             await self._dead_letter(message, key, value, "processing_error", repr(exc))
 
     async def _dead_letter(
@@ -348,11 +350,18 @@ class Topology:
     ) -> None:
         payload = value or b""
         if len(payload) > _MAX_DEAD_LETTER_PAYLOAD:
-            error += f" (payload cut to its first {_MAX_DEAD_LETTER_PAYLOAD} of {len(payload)} bytes)"
+            error += (
+                f" (payload cut to its first {_MAX_DEAD_LETTER_PAYLOAD} of {len(payload)} bytes)"
+            )
             payload = payload[:_MAX_DEAD_LETTER_PAYLOAD]
         self.progress.counts[f"dead_letters_{kind}"] += 1
         log.warning(
-            "dead-lettered %s[%d]@%d: %s: %s", message.topic, message.partition, message.offset, kind, error
+            "dead-lettered %s[%d]@%d: %s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            kind,
+            error,
         )
         record = {
             "source_topic": message.topic,
@@ -366,7 +375,9 @@ class Topology:
         await self.deadletter.send(key=key, value=self.codec.encode("DeadLetter", record))
 
     async def _log_progress(self) -> None:
-        log.info("progress (last %.0fs): %s", self.settings.progress_interval_s, self.progress.line())
+        log.info(
+            "progress (last %.0fs): %s", self.settings.progress_interval_s, self.progress.line()
+        )
 
 
 def _recheck_payload(fanout: certificate_side.Fanout) -> bytes:

@@ -32,9 +32,7 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        return cls(
-            settings.max_certs_per_listing, settings.max_text_chars, settings.max_id_chars
-        )
+        return cls(settings.max_certs_per_listing, settings.max_text_chars, settings.max_id_chars)
 
 
 def _id(record: dict[str, Any], name: str, limits: Limits) -> str:
@@ -42,7 +40,9 @@ def _id(record: dict[str, Any], name: str, limits: Limits) -> str:
     if not value.strip():
         raise InvalidRecordError(f"{name} is empty")
     if len(value) > limits.max_id_chars:
-        raise InvalidRecordError(f"{name} has {len(value)} characters (limit {limits.max_id_chars})")
+        raise InvalidRecordError(
+            f"{name} has {len(value)} characters (limit {limits.max_id_chars})"
+        )
     if any(unicodedata.category(ch)[0] in "CZ" and ch != " " for ch in value):
         raise InvalidRecordError(f"{name} contains control or separator characters: {value!r}")
     return value

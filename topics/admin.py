@@ -46,7 +46,10 @@ async def ensure_topics(
             response = await admin.create_topics(
                 [
                     NewTopic(
-                        spec.name, spec.partitions, spec.replication_factor, topic_configs=spec.config_dict
+                        spec.name,
+                        spec.partitions,
+                        spec.replication_factor,
+                        topic_configs=spec.config_dict,
                     )
                     for spec in missing
                 ]
@@ -64,7 +67,9 @@ async def ensure_topics(
             if existing.get(name) != spec.partitions
         }
         if wrong:
-            detail = "; ".join(f"{n} has {have} partitions, expected {want}" for n, (have, want) in wrong.items())
+            detail = "; ".join(
+                f"{n} has {have} partitions, expected {want}" for n, (have, want) in wrong.items()
+            )
             raise TopicLayoutError(
                 f"{detail}. Set CCC_PARTITIONS to the existing count or recreate the topics: "
                 "every topic must have the same partition count for lookups to be co-partitioned."

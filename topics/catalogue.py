@@ -93,5 +93,7 @@ def build_catalogue(settings: Settings) -> Catalogue:
         certificate_commands=spec(
             internal + "certificate-commands", "cert_no", ValueFormat.INTERNAL, None
         ),
-        listing_updates=spec(internal + "listing-updates", "listing_id", ValueFormat.INTERNAL, None),
+        listing_updates=spec(
+            internal + "listing-updates", "listing_id", ValueFormat.INTERNAL, None
+        ),
     )

@@ -51,10 +51,6 @@ HEADER_SIZE: Final = len(MAGIC) + FINGERPRINT_SIZE
 # A version number has no leading zero, so "v1" and "v01" cannot both claim version 1.
 _FILE_NAME: Final = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc")
 
-_PRIMITIVES: Final = frozenset(
-    {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-)
-
 # A scanner takes the whole value and the offset of one datum; it returns the offset just past
 # that datum. It raises MalformedBodyError on bytes no conforming writer could have produced, and
 # IndexError (turned into "truncated" by the caller) when it runs off the end.

@@ -100,9 +100,7 @@ def encode_update(update: ListingUpdate) -> bytes:
         case Answer(cert_no, view):
             return orjson.dumps(["A", cert_no, None if view is None else view_to_json(view)])
         case Recheck(cert_no, view, trigger, trigger_id, at_ms):
-            return orjson.dumps(
-                ["R", cert_no, view_to_json(view), str(trigger), trigger_id, at_ms]
-            )
+            return orjson.dumps(["R", cert_no, view_to_json(view), str(trigger), trigger_id, at_ms])
 
 
 def decode_update(data: bytes) -> ListingUpdate:

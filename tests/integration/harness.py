@@ -106,7 +106,9 @@ class Worker:
             if needle.encode() in self.log_path.read_bytes()[offset:]:
                 return
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
 
@@ -166,7 +168,9 @@ class TopicWatcher:
         finally:
             await consumer.stop()
 
-    def snapshot(self, where: Callable[[dict[str, Any]], bool] = lambda r: True) -> list[dict[str, Any]]:
+    def snapshot(
+        self, where: Callable[[dict[str, Any]], bool] = lambda r: True
+    ) -> list[dict[str, Any]]:
         with self._lock:
             return [r for r in self.records if where(r)]
 
@@ -183,7 +187,9 @@ class TopicWatcher:
             if len(found) >= count:
                 return found
             if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} matching records, got {len(found)}: {found}")
+                raise AssertionError(
+                    f"expected {count} matching records, got {len(found)}: {found}"
+                )
             time.sleep(0.05)
 
     def close(self) -> None:
@@ -241,7 +247,9 @@ class Guard:
     def verdicts_of(self, listing: str) -> list[dict[str, Any]]:
         return self.verdicts.snapshot(lambda r: r["listing_id"] == listing)
 
-    def wait_verdicts(self, listing: str, count: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_verdicts(
+        self, listing: str, count: int = 1, timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
         return self.verdicts.wait_for(lambda r: r["listing_id"] == listing, count, timeout)
 
 
@@ -259,7 +267,9 @@ def running_guard(deployment: Deployment, workers: int = 1) -> Iterator[Guard]:
     try:
         for index in range(workers):
             started.append(Worker(deployment, index).start())
-        yield Guard(deployment, started, Feed(deployment.bootstrap, catalogue), verdicts, deadletters)
+        yield Guard(
+            deployment, started, Feed(deployment.bootstrap, catalogue), verdicts, deadletters
+        )
     finally:
         for worker in started:
             if worker.alive:

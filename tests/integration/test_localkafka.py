@@ -127,3 +127,17 @@ def test_restart_keeps_ports_and_data(tmp_path: Path) -> None:
 
         assert broker.bootstrap_servers == bootstrap
         assert asyncio.run(_consume(bootstrap, topic, len(values))) == values
+
+
+def test_session_broker_can_be_restarted(kafka: str, kafka_broker: LocalKafka) -> None:
+    topic = _topic_name("session-restart")
+    values = [b"before", b"restart", b"after"]
+    asyncio.run(_create_topic(kafka, topic))
+    asyncio.run(_produce(kafka, topic, values[:2]))
+
+    assert kafka_broker.bootstrap_servers == kafka
+    kafka_broker.stop()
+    kafka_broker.start()
+
+    asyncio.run(_produce(kafka, topic, values[2:]))
+    assert asyncio.run(_consume(kafka, topic, len(values))) == values

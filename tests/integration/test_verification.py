@@ -169,14 +169,18 @@ def test_delisted_listing_is_never_rechecked(guard: Guard) -> None:
     guard.feed.listings(listing_event(sentinel, [cert]))
     guard.wait_verdicts(sentinel)
     guard.feed.certificates(status_change(cert, "REVOKED", 2))
-    guard.verdicts.wait_for(lambda v: v["trigger_id"] == f"{cert}@2" and v["listing_id"] == sentinel)
+    guard.verdicts.wait_for(
+        lambda v: v["trigger_id"] == f"{cert}@2" and v["listing_id"] == sentinel
+    )
     assert actions(guard.verdicts_of(listing)) == ["ALLOW"]
 
 
 def test_expiry_sweep_takes_down_listings_of_expired_certificates(guard: Guard) -> None:
     cert, listing = cert_no(), listing_id()
     expires_on = today_cst() - 2
-    guard.feed.certificates(status_change(cert, expires_on=expires_on, changed_at=now_ms() - 9 * DAY_MS))
+    guard.feed.certificates(
+        status_change(cert, expires_on=expires_on, changed_at=now_ms() - 9 * DAY_MS)
+    )
     # The listing's own time is before the expiry, so its event is allowed; the sweep (every
     # second in tests) then finds the certificate expired and takes the listing down.
     event = listing_event(listing, [cert], occurred_at=(expires_on - 1) * DAY_MS)

@@ -21,8 +21,12 @@ CERT = "2017010907948411"
 EXPIRES = 21_000  # 2027-06-30
 
 
-def change(version: int, status: CertificateStatus = CertificateStatus.VALID, **kw: object) -> CertificateChange:
-    view = CertView(status, version, str(kw.get("category", "0907")), int(str(kw.get("expires_on", EXPIRES))))
+def change(
+    version: int, status: CertificateStatus = CertificateStatus.VALID, **kw: object
+) -> CertificateChange:
+    view = CertView(
+        status, version, str(kw.get("category", "0907")), int(str(kw.get("expires_on", EXPIRES)))
+    )
     return CertificateChange(CERT, view, 1_000 * version, {"cert_no": CERT, "version": version})
 
 
@@ -57,7 +61,9 @@ def test_stale_and_duplicate_versions_change_nothing() -> None:
 
 
 def test_a_replayed_change_whose_fan_out_never_finished_fans_out_again() -> None:
-    interrupted = on_status_change(applied(None, change(1)), change(2, CertificateStatus.REVOKED)).state
+    interrupted = on_status_change(
+        applied(None, change(1)), change(2, CertificateStatus.REVOKED)
+    ).state
     assert interrupted is not None
     again = on_status_change(interrupted, change(2, CertificateStatus.REVOKED))
     assert again.state is None  # nothing new to write
@@ -118,7 +124,9 @@ def test_a_late_subscriber_gets_the_expiry_recheck() -> None:
 
 def test_sweep_with_an_injected_clock_selects_due_certificates_only() -> None:
     due = applied(None, change(1))
-    later = replace(due, cert_no="2017010907948412", view=replace(due.view, expires_on=EXPIRES + 30))
+    later = replace(
+        due, cert_no="2017010907948412", view=replace(due.view, expires_on=EXPIRES + 30)
+    )
     items = [(b"a", encode_certificate(due)), (b"b", encode_certificate(later))]
     assert due_for_expiry(items, validity_end_ms(EXPIRES) - 1) == []
     assert due_for_expiry(items, validity_end_ms(EXPIRES)) == [b"a"]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from streams.listing_side import ListingState, Outcome, on_certificate_answer, on_listing_event, on_recheck
+from streams.listing_side import (
+    ListingState,
+    Outcome,
+    on_certificate_answer,
+    on_listing_event,
+    on_recheck,
+)
 from streams.model import (
     CertificateStatus,
     CertView,
@@ -44,7 +50,9 @@ def answered(outcome: Outcome, *answers: tuple[str, CertView | None]) -> Outcome
 
 
 def created_live(*certs: str) -> ListingState:
-    outcome = answered(on_listing_event(None, event("E1", certs), T0), *[(c, valid()) for c in certs])
+    outcome = answered(
+        on_listing_event(None, event("E1", certs), T0), *[(c, valid()) for c in certs]
+    )
     assert [v.action for v in outcome.verdicts] == [VerdictAction.ALLOW]
     assert outcome.state is not None
     return outcome.state
@@ -88,7 +96,9 @@ def test_unknown_certificate_blocks_then_valid_arrival_restores() -> None:
 
 def test_revocation_takes_down_a_live_listing_once() -> None:
     state = created_live(A, B)
-    outcome = on_recheck(state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, f"{A}@2", T0, T0)
+    outcome = on_recheck(
+        state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, f"{A}@2", T0, T0
+    )
     [verdict] = outcome.verdicts
     assert verdict.action is VerdictAction.TAKEDOWN
     assert verdict.reasons == (VerdictReason.CERTIFICATE_REVOKED,)
@@ -104,10 +114,14 @@ def test_revocation_takes_down_a_live_listing_once() -> None:
 def test_restoring_one_of_two_bad_certificates_does_not_restore() -> None:
     state = created_live(A, B)
     for cert_no, tid in ((A, "a2"), (B, "b2")):
-        state = on_recheck(state, LID, cert_no, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, tid, T0, T0).state  # type: ignore[assignment]
+        state = on_recheck(
+            state, LID, cert_no, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, tid, T0, T0
+        ).state  # type: ignore[assignment]
     outcome = on_recheck(state, LID, A, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "a3", T0, T0)
     assert outcome.verdicts == []
-    outcome = on_recheck(outcome.state, LID, B, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "b3", T0, T0)
+    outcome = on_recheck(
+        outcome.state, LID, B, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "b3", T0, T0
+    )
     assert [v.action for v in outcome.verdicts] == [VerdictAction.RESTORE]
 
 
@@ -121,7 +135,9 @@ def test_replayed_listing_event_re_emits_the_same_verdict_and_changes_nothing() 
 def test_replayed_recheck_re_emits_the_takedown() -> None:
     state = created_live(A)
     first = on_recheck(state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0)
-    again = on_recheck(first.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0 + 1)
+    again = on_recheck(
+        first.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0 + 1
+    )
     assert [v.verdict_id for v in again.verdicts] == [v.verdict_id for v in first.verdicts]
     assert not again.changed
 
@@ -134,13 +150,17 @@ def test_update_swapping_certificates_moves_the_subscriptions() -> None:
     outcome = on_certificate_answer(outcome.state, LID, C, revoked(), T0)
     assert [(v.action, v.failing_certs) for v in outcome.verdicts] == [(VerdictAction.BLOCK, (C,))]
     # A re-check of the certificate no longer claimed is ignored.
-    late = on_recheck(outcome.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0)
+    late = on_recheck(
+        outcome.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0
+    )
     assert late.verdicts == [] and not late.changed
 
 
 def test_update_keeping_certificates_is_decided_immediately() -> None:
     state = created_live(A)
-    outcome = on_listing_event(state, event("E2", (A,), ListingEventType.UPDATED, category="0713"), T0)
+    outcome = on_listing_event(
+        state, event("E2", (A,), ListingEventType.UPDATED, category="0713"), T0
+    )
     assert outcome.subscribe == []
     assert [(v.action, v.reasons) for v in outcome.verdicts] == [
         (VerdictAction.BLOCK, (VerdictReason.CATEGORY_MISMATCH,))
@@ -168,7 +188,12 @@ def test_delisted_leaves_all_state_and_unsubscribes() -> None:
     outcome = on_listing_event(state, event("E2", (), ListingEventType.DELISTED), T0)
     assert outcome.state is None and outcome.verdicts == []
     assert outcome.unsubscribe == [A, B]
-    assert on_recheck(None, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0).verdicts == []
+    assert (
+        on_recheck(
+            None, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0
+        ).verdicts
+        == []
+    )
 
 
 def test_delisted_while_pending_still_answers_the_pending_event_then_goes() -> None:
@@ -182,14 +207,18 @@ def test_delisted_while_pending_still_answers_the_pending_event_then_goes() -> N
 
 def test_older_certificate_versions_never_overwrite_newer_ones() -> None:
     state = created_live(A)
-    outcome = on_recheck(state, LID, A, revoked(0), VerdictTrigger.CERTIFICATE_CHANGE, "old", T0, T0)
+    outcome = on_recheck(
+        state, LID, A, revoked(0), VerdictTrigger.CERTIFICATE_CHANGE, "old", T0, T0
+    )
     assert outcome.verdicts == [] and not outcome.changed
 
 
 def test_recheck_while_an_event_is_pending_lets_the_event_speak() -> None:
     state = created_live(A)
     pending = on_listing_event(state, event("E2", (A, B), ListingEventType.UPDATED), T0)
-    outcome = on_recheck(pending.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0)
+    outcome = on_recheck(
+        pending.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0
+    )
     assert outcome.verdicts == []
     outcome = on_certificate_answer(outcome.state, LID, B, valid(), T0)
     assert [(v.trigger_id, v.action, v.reasons) for v in outcome.verdicts] == [
@@ -199,10 +228,21 @@ def test_recheck_while_an_event_is_pending_lets_the_event_speak() -> None:
 
 def test_expiry_is_decided_at_the_trigger_time() -> None:
     expiring = CertView(CertificateStatus.VALID, 1, "0907", 20_000)  # 2024-10-04
-    outcome = answered(on_listing_event(None, event("E1", (A,), at=20_000 * 86_400_000), T0), (A, expiring))
+    outcome = answered(
+        on_listing_event(None, event("E1", (A,), at=20_000 * 86_400_000), T0), (A, expiring)
+    )
     assert outcome.verdicts[0].action is VerdictAction.ALLOW
     after = 20_001 * 86_400_000
-    outcome = on_recheck(outcome.state, LID, A, expiring, VerdictTrigger.CERTIFICATE_EXPIRY, f"{A}@expiry", after, after)
+    outcome = on_recheck(
+        outcome.state,
+        LID,
+        A,
+        expiring,
+        VerdictTrigger.CERTIFICATE_EXPIRY,
+        f"{A}@expiry",
+        after,
+        after,
+    )
     assert [(v.action, v.reasons) for v in outcome.verdicts] == [
         (VerdictAction.TAKEDOWN, (VerdictReason.CERTIFICATE_EXPIRED,))
     ]
