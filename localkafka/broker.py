@@ -29,9 +29,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 from streams.errors import LocalKafkaError
 
-from .jars import DEFAULT_KAFKA_VERSION, ensure_broker_jars
+from .jars import DEFAULT_KAFKA_VERSION, ensure_broker_jars, find_java
 
 _LOG4J_CONFIG: Final = Path(__file__).with_name("log4j2.properties")
 _STARTED_LINE: Final = b"Kafka Server started"
@@ -42,7 +44,9 @@ _STOP_GRACE_S: Final = 15.0
 _FORMAT_TIMEOUT_S: Final = 120.0
 _POLL_INTERVAL_S: Final = 0.1
 _PROBE_TIMEOUT_S: Final = 10.0
-_LOG_TAIL_BYTES: Final = 6000
+_LOG_TAIL_CHARS: Final = 5000
+_READ_LIMIT_BYTES: Final = 4 * 1024 * 1024
+_ERROR_CONTEXT_LINES: Final = 25
 # Ports are picked by binding to port 0 and closing the socket, so another process can take one
 # before the broker binds it; a fresh node simply gets new ports and tries again.
 _BIND_ATTEMPTS: Final = 3
@@ -199,7 +203,7 @@ class LocalKafka:
         self._reap()
         _unclosed.add(self)
         lib = ensure_broker_jars(self._version)
-        java = _find_java()
+        java = find_java()
         workdir = self._ensure_workdir()
         for directory in (self._data_dir, self._log_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -388,7 +392,7 @@ class LocalKafka:
         except OSError as exc:
             raise LocalKafkaError(f"cannot run {java}: {exc}") from exc
         if done.returncode != 0:
-            output = done.stdout.decode("utf-8", "replace").strip()[-_LOG_TAIL_BYTES:]
+            output = done.stdout.decode("utf-8", "replace").strip()[-_LOG_TAIL_CHARS:]
             raise LocalKafkaError(
                 f"formatting the Kafka storage in {self._data_dir} failed "
                 f"(exit {done.returncode}):\n{output}"
@@ -442,15 +446,16 @@ class LocalKafka:
             returncode = proc.poll()
             if returncode is not None:
                 self._proc = None
-                tail = self._failure_tail(log_offset, out_offset)
-                if b"Address already in use" in tail.encode():
+                log_text = _read_since(self.server_log, log_offset)
+                report = self._failure_report(log_text, out_offset)
+                if "Address already in use" in log_text:
                     raise _PortTakenError(
                         f"Kafka could not bind {self.bootstrap_servers} or controller port "
-                        f"{self.controller_port}: already in use\n{tail}"
+                        f"{self.controller_port}: already in use\n{report}"
                     )
                 raise LocalKafkaError(
                     f"Kafka broker exited with code {returncode} during startup "
-                    f"(workdir {self.workdir}):\n{tail}"
+                    f"(workdir {self.workdir}):\n{report}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -461,9 +466,9 @@ class LocalKafka:
                     if logged_started
                     else f"{_STARTED_LINE.decode()!r} never appeared in {self.server_log}"
                 )
-                tail = self._failure_tail(log_offset, out_offset)
+                report = self._failure_report(_read_since(self.server_log, log_offset), out_offset)
                 raise LocalKafkaError(
-                    f"Kafka broker not ready after {self._startup_timeout:g} s: {stage}:\n{tail}"
+                    f"Kafka broker not ready after {self._startup_timeout:g} s: {stage}:\n{report}"
                 )
             if not logged_started:
                 logged_started = watcher.seen()
@@ -477,12 +482,19 @@ class LocalKafka:
                     last_probe_error = exc
             time.sleep(_POLL_INTERVAL_S)
 
-    def _failure_tail(self, log_offset: int, out_offset: int) -> str:
+    def _failure_report(self, log_text: str, out_offset: int) -> str:
         parts = []
-        for path, offset in ((self.server_log, log_offset), (self._stdout_file, out_offset)):
-            text = _read_tail(path, offset)
-            if text:
-                parts.append(f"--- {path} ---\n{text}")
+        first_error = _first_error(log_text)
+        if first_error:
+            # A failed start logs its cause once, then hundreds of shutdown lines: the tail
+            # alone would hide why it failed.
+            parts.append(f"--- first error in {self.server_log} ---\n{first_error}")
+        if log_text:
+            parts.append(f"--- end of {self.server_log} ---\n{log_text[-_LOG_TAIL_CHARS:]}")
+        out_text = _read_since(self._stdout_file, out_offset)
+        if out_text:
+            # JVM-level failures (bad Java version, missing classes) only appear here.
+            parts.append(f"--- end of {self._stdout_file} ---\n{out_text[-_LOG_TAIL_CHARS:]}")
         return "\n".join(parts) if parts else "(the broker wrote no log output)"
 
 
@@ -561,7 +573,6 @@ def _probe_metadata(bootstrap_servers: str, timeout: float) -> None:
     A helper thread because start() may be called from code already running an asyncio loop
     in this thread, where asyncio.run() is refused.
     """
-    from aiokafka.admin import AIOKafkaAdminClient
 
     async def probe() -> None:
         admin = AIOKafkaAdminClient(
@@ -612,18 +623,6 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
-def _find_java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home:
-        candidate = Path(java_home) / "bin" / "java"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which("java")
-    if found is None:
-        raise LocalKafkaError("'java' not found (PATH or JAVA_HOME): Kafka 4.x needs Java 17+")
-    return found
-
-
 def _new_cluster_id() -> str:
     # Same shape as `StorageTool random-uuid` without paying for a JVM start: 22 chars of
     # URL-safe base64. Kafka rejects ids starting with '-' (they parse as command-line flags).
@@ -655,11 +654,26 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-def _read_tail(path: Path, offset: int) -> str:
+def _read_since(path: Path, offset: int) -> str:
+    """What ``path`` gained after ``offset`` (at most the last few MB), stripped."""
     try:
         with path.open("rb") as handle:
             size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(offset, size - _LOG_TAIL_BYTES))
+            handle.seek(max(offset, size - _READ_LIMIT_BYTES))
             return handle.read().decode("utf-8", "replace").strip()
     except FileNotFoundError:
         return ""
+
+
+def _first_error(log_text: str) -> str:
+    """The first ERROR or FATAL record with its stack trace (trimmed), or ''."""
+    lines = log_text.splitlines()
+    for index, line in enumerate(lines):
+        if "] ERROR " in line or "] FATAL " in line:
+            record = [line]
+            for follow in lines[index + 1 : index + 1 + _ERROR_CONTEXT_LINES]:
+                if follow.startswith("["):
+                    break
+                record.append(follow)
+            return "\n".join(record)
+    return ""

@@ -51,7 +51,8 @@ def ensure_broker_jars(version: str = DEFAULT_KAFKA_VERSION) -> Path:
     if _is_complete(lib):
         return lib
 
-    _require_tool("java", "the local Kafka broker needs Java 17 or newer")
+    # Checked before Maven so a machine without Java gets that message, not Maven's.
+    find_java()
     mvn = _require_tool("mvn", "fetching the local Kafka broker's jars needs Maven")
     try:
         entry.mkdir(parents=True, exist_ok=True)
@@ -76,6 +77,16 @@ def ensure_broker_jars(version: str = DEFAULT_KAFKA_VERSION) -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return lib
+
+
+def find_java() -> str:
+    """The ``java`` executable: ``$JAVA_HOME/bin/java`` if set, else the one on PATH."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        candidate = Path(java_home) / "bin" / "java"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return _require_tool("java", "the local Kafka broker needs Java 17 or newer (or JAVA_HOME)")
 
 
 def _check_version(version: str) -> None:

@@ -8,9 +8,9 @@ import contextlib
 import dataclasses
 import os
 import random
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ PRODUCTS = (
     ("0911", "power bank 20000mAh"),
 )
 _DAY_MS = 86_400_000
+DEMO_DIR = ".ccc-guard-demo"
 
 
 def now_ms() -> int:
@@ -193,7 +194,11 @@ async def run_demo(settings: Settings, *, duration: float, rate: float, seed: in
         print(f"broker: {settings.bootstrap_servers}")
         await ensure_topics(settings.bootstrap_servers, build_catalogue(settings).all())
 
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ccc-guard-demo-")))
+        # Kept after the run so the worker's log can be read; the broker is new each run, so
+        # the worker's state from a previous run is stale and goes.
+        workdir = Path(DEMO_DIR).resolve()
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
         log_path = workdir / "worker.log"
         env = {
             **os.environ,

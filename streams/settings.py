@@ -103,7 +103,7 @@ class Settings:
         "CCC_TOPIC_PREFIX",
         "",
         _prefix,
-        "Prepended to every topic name (external and internal), to share one cluster.",
+        "Prepended to the four external topic names; internal topics are named after CCC_APP_ID.",
     )
     listing_events_topic: str = _setting(
         "CCC_LISTING_EVENTS_TOPIC",
@@ -212,6 +212,13 @@ class Settings:
         "65536",
         _positive_int,
         "Largest encoded input value accepted; checked before decoding.",
+    )
+
+    kafka_cache_dir: str = _setting(
+        "CCC_KAFKA_CACHE",
+        "~/.cache/ccc-guard",
+        str,
+        "Development only: where the local broker's jars from Maven Central are cached.",
     )
 
     @classmethod

@@ -28,6 +28,7 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.exceptions import FaustError
 
 from streams import certificate_side, listing_side, validation
 from streams.errors import InvalidRecordError, RejectedRecordError
@@ -117,9 +118,9 @@ class Topology:
         self.certificate_commands = self._topic(catalogue.certificate_commands)
         self.listing_updates = self._topic(catalogue.listing_updates)
 
-        self.listings = self._table("listings")
-        self.certificates = self._table("certificates")
-        self.claims = self._table("claims")
+        self.listings, self.certificates, self.claims = (
+            self._table(name) for name, _ in catalogue.changelogs
+        )
 
         listing_side_in = self._topic(catalogue.listing_events, catalogue.listing_updates)
         certificate_side_in = self._topic(
@@ -326,7 +327,8 @@ class Topology:
         handler: Callable[[bytes | None, bytes], Any],
     ) -> None:
         """Run ``handler``; a record it rejects, or that breaks it, goes to the dead-letter
-        topic and the stream goes on. Broker errors are not the record's fault: they raise."""
+        topic and the stream goes on. Broker and Faust errors are not the record's fault: they
+        raise, and the worker stops rather than dead-letter good records."""
         try:
             if value is None:
                 raise InvalidRecordError("record has no value (tombstone)")
@@ -335,8 +337,8 @@ class Topology:
                     f"value is {len(value)} bytes (limit {self.settings.max_record_bytes})"
                 )
             await handler(key, value)
-        except KafkaError:
-            raise
+        except (KafkaError, FaustError):
+            raise  # the broker or Faust is in trouble, not the record: fail loudly
         except RejectedRecordError as exc:
             await self._dead_letter(message, key, value, exc.kind, str(exc))
         except Exception as exc:

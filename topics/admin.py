@@ -30,6 +30,30 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
     return counts
 
 
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    """Wait until every partition of ``names`` has a leader.
+
+    A topic created a moment ago can still show no partitions in metadata; Faust's assignor
+    then *ignores* it ("Ignoring missing topic") and the worker never consumes it until the
+    next rebalance. Seen on a freshly started broker: listings waited forever for answers.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        topics = await admin.describe_topics(names)
+        leaderless = [
+            t["topic"]
+            for t in topics
+            if t["error_code"] != 0
+            or not t["partitions"]
+            or any(p["error_code"] != 0 or p["leader"] < 0 for p in t["partitions"])
+        ]
+        if not leaderless:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicLayoutError(f"no partition leaders after {timeout_s}s for: {leaderless}")
+        await asyncio.sleep(0.2)
+
+
 async def ensure_topics(
     bootstrap_servers: str, specs: Iterable[TopicSpec], *, timeout_s: float = 60.0
 ) -> list[str]:
@@ -74,6 +98,7 @@ async def ensure_topics(
                 f"{detail}. Set CCC_PARTITIONS to the existing count or recreate the topics: "
                 "every topic must have the same partition count for lookups to be co-partitioned."
             )
+        await _wait_for_leaders(admin, list(wanted), timeout_s)
         for name in created:
             log.info("created topic %s (%d partitions)", name, wanted[name].partitions)
         return created

@@ -36,6 +36,13 @@ class TopicSpec:
 
 _COMPACTED = (("cleanup.policy", "compact"),)
 
+# The app's tables and what their keys hold.
+TABLES = (
+    ("listings", "listing_id"),
+    ("certificates", "cert_no"),
+    ("claims", "cert_no + NUL + listing_id"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Catalogue:
@@ -46,6 +53,11 @@ class Catalogue:
     # Internal, the foreign-key join's two directions (Kafka Streams' KIP-213 shape):
     certificate_commands: TopicSpec  # listing side → certificate side, keyed by cert_no
     listing_updates: TopicSpec  # certificate side → listing side, keyed by listing_id
+    # Table changelogs, by table name. Faust names them "<app id>-<table>-changelog" and would
+    # create them itself, but only after the consumer has fetched metadata: the first
+    # assignment then ignores them and every table write fails with PartitionsMismatch. So they
+    # are created with the others, before Faust starts.
+    changelogs: tuple[tuple[str, TopicSpec], ...]
 
     def all(self) -> tuple[TopicSpec, ...]:
         return (
@@ -55,6 +67,7 @@ class Catalogue:
             self.deadletter,
             self.certificate_commands,
             self.listing_updates,
+            *(spec for _, spec in self.changelogs),
         )
 
 
@@ -67,7 +80,7 @@ def build_catalogue(settings: Settings) -> Catalogue:
         config: tuple[tuple[str, str], ...] = (),
     ) -> TopicSpec:
         return TopicSpec(
-            name=settings.topic_prefix + name,
+            name=name,
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
             key=key,
@@ -76,24 +89,36 @@ def build_catalogue(settings: Settings) -> Catalogue:
             config=config,
         )
 
+    # External topics take the prefix; internal ones are namespaced by the app id, as Faust
+    # names its changelogs (and Kafka Streams its internal topics).
+    external = settings.topic_prefix
     internal = f"{settings.app_id}-"
+    changelogs = tuple(
+        (table, spec(f"{internal}{table}-changelog", key, ValueFormat.INTERNAL, None, _COMPACTED))
+        for table, key in TABLES
+    )
     return Catalogue(
         listing_events=spec(
-            settings.listing_events_topic, "listing_id", ValueFormat.AVRO, "ListingEvent"
+            external + settings.listing_events_topic, "listing_id", ValueFormat.AVRO, "ListingEvent"
         ),
         certificate_status=spec(
-            settings.certificate_status_topic,
+            external + settings.certificate_status_topic,
             "cert_no",
             ValueFormat.AVRO,
             "CertificateStatusChanged",
             _COMPACTED,
         ),
-        verdicts=spec(settings.verdicts_topic, "listing_id", ValueFormat.AVRO, "ListingVerdict"),
-        deadletter=spec(settings.deadletter_topic, "original key", ValueFormat.AVRO, "DeadLetter"),
+        verdicts=spec(
+            external + settings.verdicts_topic, "listing_id", ValueFormat.AVRO, "ListingVerdict"
+        ),
+        deadletter=spec(
+            external + settings.deadletter_topic, "original key", ValueFormat.AVRO, "DeadLetter"
+        ),
         certificate_commands=spec(
             internal + "certificate-commands", "cert_no", ValueFormat.INTERNAL, None
         ),
         listing_updates=spec(
             internal + "listing-updates", "listing_id", ValueFormat.INTERNAL, None
         ),
+        changelogs=changelogs,
     )

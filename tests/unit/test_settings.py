@@ -1,0 +1,101 @@
+"""Settings: defaults that work locally, clear errors for anything unknown or malformed."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from streams.errors import ConfigError
+from streams.settings import Settings
+from topics.catalogue import build_catalogue
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_work_without_any_variable() -> None:
+    settings = Settings.from_env({})
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.partitions == 8 and settings.store == "rocksdb://"
+
+
+def test_values_are_parsed_and_normalised() -> None:
+    settings = Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": " a:9092, b:9093 ",
+            "CCC_PARTITIONS": "12",
+            "CCC_WEB_ENABLED": "no",
+            "CCC_LOG_LEVEL": "DEBUG",
+        }
+    )
+    assert settings.bootstrap_servers == "a:9092,b:9093"
+    assert settings.partitions == 12 and settings.web_enabled is False
+    assert settings.log_level == "debug"
+
+
+def test_unknown_variable_is_refused_and_named() -> None:
+    with pytest.raises(ConfigError, match=r"CCC_PARTITION\b"):
+        Settings.from_env({"CCC_PARTITION": "4"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CCC_PARTITIONS", "0"),
+        ("CCC_PARTITIONS", "eight"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "localhost"),
+        ("CCC_STORE", "redis://"),
+        ("CCC_WEB_ENABLED", "maybe"),
+        ("CCC_VERDICTS_TOPIC", "bad topic"),
+        ("CCC_EXPIRY_SWEEP_INTERVAL_SECONDS", "-1"),
+    ],
+)
+def test_malformed_value_is_refused_with_the_variable_and_value(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable) as error:
+        Settings.from_env({variable: value})
+    assert repr(value) in str(error.value)
+
+
+def test_topic_prefix_and_app_id_name_every_topic() -> None:
+    catalogue = build_catalogue(
+        Settings.from_env({"CCC_TOPIC_PREFIX": "stage.", "CCC_APP_ID": "guard-a"})
+    )
+    names = [spec.name for spec in catalogue.all()]
+    assert names == [
+        "stage.ccc.listing.events",
+        "stage.ccc.certificate.status",
+        "stage.ccc.listing.verdicts",
+        "stage.ccc.deadletter",
+        "guard-a-certificate-commands",
+        "guard-a-listing-updates",
+        "guard-a-listings-changelog",
+        "guard-a-certificates-changelog",
+        "guard-a-claims-changelog",
+    ]
+    assert {spec.partitions for spec in catalogue.all()} == {8}
+    assert catalogue.certificate_status.config_dict == {"cleanup.policy": "compact"}
+    assert {spec.config_dict["cleanup.policy"] for _, spec in catalogue.changelogs} == {"compact"}
+
+
+def test_catalogue_names_the_changelogs_faust_uses() -> None:
+    from streams.app import create_app
+
+    settings = Settings.from_env({"CCC_APP_ID": "guard-b", "CCC_STORE": "memory://"})
+    app, topology = create_app(settings)
+    tables = {
+        "listings": topology.listings,
+        "certificates": topology.certificates,
+        "claims": topology.claims,
+    }
+    assert {name: spec.name for name, spec in app.catalogue.changelogs} == {
+        name: table.changelog_topic.get_topic_name() for name, table in tables.items()
+    }
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = README.read_text()
+    missing = [
+        f.metadata["env"] for f in fields(Settings) if f"`{f.metadata['env']}`" not in readme
+    ]
+    assert missing == []
