@@ -171,7 +171,7 @@ async def _feed(settings: Settings, codec: AvroCodec, rate: float, seed: int) ->
         while True:
             n += 1
             await producer.listing_event(feed.listing_event(n))
-            if n % 100 == 0:
+            if n % 40 == 0:
                 change = feed.status_change()
                 cert, status, version = change["cert_no"], change["status"], change["version"]
                 print(f"--- authority: {cert} is now {status} (v{version})")

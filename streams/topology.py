@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ from topics.internal import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # epoch milliseconds
+Handler = Callable[[bytes | None, bytes], Awaitable[None]]  # (key, value) of one record
 
 # The claim index holds one key per (certificate, listing): a NUL cannot occur in either id
 # (validation refuses control characters), so it separates them unambiguously, and all claims
@@ -159,13 +160,13 @@ class Topology:
     # -- listing side ------------------------------------------------------------------------
 
     async def _listing_agent(self, stream: Any) -> None:
-        events_topic = self.catalogue.listing_events.name
-        async for event in stream.events():
-            message = event.message
-            if message.topic == events_topic:
-                await self._guarded(message, event.key, event.value, self._on_listing_event)
-            else:
-                await self._guarded(message, event.key, event.value, self._on_listing_update)
+        await self._dispatch(
+            stream,
+            {
+                self.catalogue.listing_events.name: self._on_listing_event,
+                self.catalogue.listing_updates.name: self._on_listing_update,
+            },
+        )
 
     async def _on_listing_event(self, key: bytes | None, value: bytes) -> None:
         record = self.codec.decode("ListingEvent", value)
@@ -221,13 +222,13 @@ class Topology:
     # -- certificate side --------------------------------------------------------------------
 
     async def _certificate_agent(self, stream: Any) -> None:
-        status_topic = self.catalogue.certificate_status.name
-        async for event in stream.events():
-            message = event.message
-            if message.topic == status_topic:
-                await self._guarded(message, event.key, event.value, self._on_status_change)
-            else:
-                await self._guarded(message, event.key, event.value, self._on_command)
+        await self._dispatch(
+            stream,
+            {
+                self.catalogue.certificate_status.name: self._on_status_change,
+                self.catalogue.certificate_commands.name: self._on_command,
+            },
+        )
 
     async def _on_status_change(self, key: bytes | None, value: bytes) -> None:
         record = self.codec.decode("CertificateStatusChanged", value)
@@ -319,12 +320,18 @@ class Topology:
 
     # -- shared ------------------------------------------------------------------------------
 
+    async def _dispatch(self, stream: Any, handlers: Mapping[str, Handler]) -> None:
+        """One event at a time, in partition order, to the handler of the topic it came from."""
+        async for event in stream.events():
+            message = event.message
+            await self._guarded(message, event.key, event.value, handlers[message.topic])
+
     async def _guarded(
         self,
         message: Any,
         key: bytes | None,
         value: bytes | None,
-        handler: Callable[[bytes | None, bytes], Any],
+        handler: Handler,
     ) -> None:
         """Run ``handler``; a record it rejects, or that breaks it, goes to the dead-letter
         topic and the stream goes on. Broker and Faust errors are not the record's fault: they

@@ -246,3 +246,11 @@ def test_expiry_is_decided_at_the_trigger_time() -> None:
     assert [(v.action, v.reasons) for v in outcome.verdicts] == [
         (VerdictAction.TAKEDOWN, (VerdictReason.CERTIFICATE_EXPIRED,))
     ]
+
+
+def test_duplicate_of_a_pending_event_is_absorbed() -> None:
+    first = on_listing_event(None, event("E1", (A,)), T0)
+    again = on_listing_event(first.state, event("E1", (A,)), T0)
+    assert not again.changed and again.subscribe == [] and again.verdicts == []
+    outcome = on_certificate_answer(again.state, LID, A, valid(), T0)
+    assert [v.trigger_id for v in outcome.verdicts] == ["E1"]
