@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -32,6 +32,8 @@ from fastavro.schema import fingerprint as _crc64_hex
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 from streams.errors import BadMagicError, ConfigError, MalformedBodyError, UnknownSchemaError
+from topics.avro_check import Check, Mismatch, compile_checker
+from topics.avro_scan import Scan, compile_scanner
 
 __all__ = [
     "DEFAULT_SCHEMA_DIR",
@@ -51,13 +53,6 @@ HEADER_SIZE: Final = len(MAGIC) + FINGERPRINT_SIZE
 # A version number has no leading zero, so "v1" and "v01" cannot both claim version 1.
 _FILE_NAME: Final = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc")
 
-# A scanner takes the whole value and the offset of one datum; it returns the offset just past
-# that datum. It raises MalformedBodyError on bytes no conforming writer could have produced, and
-# IndexError (turned into "truncated" by the caller) when it runs off the end.
-_Scan = Callable[[bytes, int], int]
-# A checker raises _Mismatch when a Python value cannot be written as its schema says.
-_Check = Callable[[Any], None]
-
 
 @dataclass(frozen=True, slots=True)
 class _Version:
@@ -70,8 +65,8 @@ class _Version:
     header: bytes
     # fastavro-parsed, with logicalType keys removed so timestamps and dates stay plain ints.
     schema: dict[str, Any]
-    scan: _Scan
-    check: _Check
+    scan: Scan
+    check: Check
 
     @property
     def label(self) -> str:
@@ -136,7 +131,7 @@ class AvroCodec:
         # fastavro.validation costs ~8 us per optional field; hence a compiled checker of our own.
         try:
             version.check(record)
-        except _Mismatch as exc:
+        except Mismatch as exc:
             raise ValueError(f"record does not match {version.label}: {exc.describe()}") from None
         out = io.BytesIO()
         out.write(version.header)
@@ -255,8 +250,8 @@ def _load(path: Path) -> _Version:
         fingerprint=fingerprint,
         header=MAGIC + fingerprint,
         schema=schema,
-        scan=_compile_scanner(schema),
-        check=_compile_checker(schema),
+        scan=compile_scanner(schema),
+        check=compile_checker(schema),
     )
 
 
@@ -315,415 +310,3 @@ def _shape(node: Any, *, top: bool = False) -> Any:
     if kind == "map":
         return (kind, _shape(node["values"]))
     return _shape(kind)
-
-
-# --- strict scanner ----------------------------------------------------------------------------
-
-
-def _varint(buf: bytes, pos: int, bits: int) -> tuple[int, int]:
-    """Read a zig-zag varint of at most ``bits`` bits; return (value, offset after it).
-
-    Limits follow the Java reference decoder: an int takes at most 5 bytes, a long 10, and the
-    value must fit; fastavro would keep reading and wrap or grow the value instead.
-    """
-    byte = buf[pos]
-    if byte < 0x80:  # one byte: every small number, every enum and union index
-        return (byte >> 1) ^ -(byte & 1), pos + 1
-    raw = byte & 0x7F
-    shift = 7
-    pos += 1
-    while True:
-        byte = buf[pos]
-        pos += 1
-        raw |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-        if shift >= bits:
-            raise MalformedBodyError(f"varint longer than {(bits + 6) // 7} bytes at byte {pos}")
-    if raw >> bits:
-        raise MalformedBodyError(f"varint overflows {bits} bits at byte {pos}")
-    return (raw >> 1) ^ -(raw & 1), pos
-
-
-def _scan_null(buf: bytes, pos: int) -> int:
-    return pos
-
-
-def _scan_boolean(buf: bytes, pos: int) -> int:
-    if buf[pos] > 1:
-        raise MalformedBodyError(f"boolean byte {buf[pos]} at byte {pos} is neither 0 nor 1")
-    return pos + 1
-
-
-def _scan_int(buf: bytes, pos: int) -> int:
-    return _varint(buf, pos, 32)[1]
-
-
-def _scan_long(buf: bytes, pos: int) -> int:
-    return _varint(buf, pos, 64)[1]
-
-
-def _scan_float(buf: bytes, pos: int) -> int:
-    return _scan_fixed_size(buf, pos, 4)
-
-
-def _scan_double(buf: bytes, pos: int) -> int:
-    return _scan_fixed_size(buf, pos, 8)
-
-
-def _scan_fixed_size(buf: bytes, pos: int, size: int) -> int:
-    end = pos + size
-    if end > len(buf):
-        raise IndexError(end)
-    return end
-
-
-def _scan_bytes(buf: bytes, pos: int) -> int:
-    # Strings too: their UTF-8 is checked by fastavro when it decodes them.
-    size, pos = _varint(buf, pos, 64)
-    if size < 0:
-        raise MalformedBodyError(f"negative length {size} at byte {pos}")
-    end = pos + size
-    if end > len(buf):
-        raise IndexError(end)
-    return end
-
-
-_PRIMITIVE_SCANS: Final[dict[str, _Scan]] = {
-    "null": _scan_null,
-    "boolean": _scan_boolean,
-    "int": _scan_int,
-    "long": _scan_long,
-    "float": _scan_float,
-    "double": _scan_double,
-    "bytes": _scan_bytes,
-    "string": _scan_bytes,
-}
-
-
-def _compile_scanner(schema: dict[str, Any]) -> _Scan:
-    """Build a strict scanner for a fastavro-parsed schema (full names, references by name)."""
-    compiled: dict[str, _Scan] = {}
-    named: dict[str, Any] = schema["__named_schemas"]
-
-    def build(node: Any) -> _Scan:
-        if isinstance(node, list):
-            return _union_scanner([build(branch) for branch in node])
-        if isinstance(node, str):
-            if node in _PRIMITIVE_SCANS:
-                return _PRIMITIVE_SCANS[node]
-            if node not in compiled:
-                build(named[node])
-            return compiled[node]
-        kind = node["type"]
-        if kind in _PRIMITIVE_SCANS:
-            return _PRIMITIVE_SCANS[kind]
-        if kind in ("record", "error"):
-            fields: list[_Scan] = []
-            scan = _record_scanner(fields)
-            # Registered before its fields are built so that a recursive reference finds it.
-            compiled[node["name"]] = scan
-            fields.extend(build(field["type"]) for field in node["fields"])
-            return scan
-        if kind == "enum":
-            scan = _enum_scanner(node["name"], len(node["symbols"]))
-        elif kind == "fixed":
-            scan = _fixed_scanner(int(node["size"]))
-        elif kind == "array":
-            scan = _blocks_scanner(build(node["items"]))
-        elif kind == "map":
-            scan = _blocks_scanner(_pair_scanner(build(node["values"])))
-        else:
-            raise ConfigError(f"unsupported Avro type {kind!r}")
-        if kind in ("enum", "fixed"):
-            compiled[node["name"]] = scan
-        return scan
-
-    return build(schema)
-
-
-def _record_scanner(fields: list[_Scan]) -> _Scan:
-    def scan(buf: bytes, pos: int) -> int:
-        for field in fields:
-            pos = field(buf, pos)
-        return pos
-
-    return scan
-
-
-def _fixed_scanner(size: int) -> _Scan:
-    def scan(buf: bytes, pos: int) -> int:
-        return _scan_fixed_size(buf, pos, size)
-
-    return scan
-
-
-def _enum_scanner(name: str, size: int) -> _Scan:
-    def scan(buf: bytes, pos: int) -> int:
-        index, end = _varint(buf, pos, 32)
-        if not 0 <= index < size:
-            raise MalformedBodyError(f"{name} index {index} at byte {pos} not in 0..{size - 1}")
-        return end
-
-    return scan
-
-
-def _union_scanner(branches: list[_Scan]) -> _Scan:
-    size = len(branches)
-
-    def scan(buf: bytes, pos: int) -> int:
-        index, end = _varint(buf, pos, 32)
-        if not 0 <= index < size:
-            raise MalformedBodyError(f"union index {index} at byte {pos} not in 0..{size - 1}")
-        return branches[index](buf, end)
-
-    return scan
-
-
-def _pair_scanner(value: _Scan) -> _Scan:
-    def scan(buf: bytes, pos: int) -> int:
-        return value(buf, _scan_bytes(buf, pos))
-
-    return scan
-
-
-def _blocks_scanner(item: _Scan) -> _Scan:
-    """Arrays and maps: blocks of ``count`` items, a zero count ends them.
-
-    A negative count means a byte size follows (writers that buffer blocks emit it so readers
-    can skip); it is checked against what the items really took.
-    """
-
-    def scan(buf: bytes, pos: int) -> int:
-        while True:
-            count, pos = _varint(buf, pos, 64)
-            if count == 0:
-                return pos
-            size = -1
-            if count < 0:
-                count = -count
-                size, pos = _varint(buf, pos, 64)
-                if size < 0:
-                    raise MalformedBodyError(f"negative block size {size} at byte {pos}")
-            # Every item of our contract takes at least one byte, so a count beyond the bytes
-            # left is a lie; refusing it early keeps a forged count from pinning the CPU (or,
-            # for zero-width items, fastavro's memory) on one message.
-            if count > len(buf) - pos:
-                raise MalformedBodyError(
-                    f"block of {count} items at byte {pos} but {len(buf) - pos} bytes left"
-                )
-            start = pos
-            for _ in range(count):
-                pos = item(buf, pos)
-            if size >= 0 and pos - start != size:
-                raise MalformedBodyError(
-                    f"block at byte {start} declares {size} bytes, its items take {pos - start}"
-                )
-
-    return scan
-
-
-# --- encode-side checker -----------------------------------------------------------------------
-
-
-class _Mismatch(ValueError):
-    """A value that does not fit its schema; ``path`` is filled in on the way out."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.path: list[str] = []
-
-    def describe(self) -> str:
-        where = "".join(reversed(self.path)).lstrip(".")
-        return f"{where}: {self.reason}" if where else self.reason
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-def _int_checker(kind: str, bits: int) -> _Check:
-    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-
-    def check(value: Any) -> None:
-        # type() rather than isinstance(): bool is an int subclass, and True is no timestamp.
-        if type(value) is not int:
-            raise _Mismatch(f"expected {kind}, got {_describe(value)}")
-        if not low <= value <= high:
-            raise _Mismatch(f"{value} out of range for {kind}")
-
-    return check
-
-
-def _type_checker(kind: str, accepted: tuple[type, ...]) -> _Check:
-    def check(value: Any) -> None:
-        if not isinstance(value, accepted) or isinstance(value, bool):
-            raise _Mismatch(f"expected {kind}, got {_describe(value)}")
-
-    return check
-
-
-def _check_null(value: Any) -> None:
-    if value is not None:
-        raise _Mismatch(f"expected null, got {_describe(value)}")
-
-
-def _check_boolean(value: Any) -> None:
-    if type(value) is not bool:
-        raise _Mismatch(f"expected boolean, got {_describe(value)}")
-
-
-_BYTES_LIKE: Final = (bytes, bytearray)  # not memoryview: fastavro cannot put one in a union
-
-_PRIMITIVE_CHECKS: Final[dict[str, _Check]] = {
-    "null": _check_null,
-    "boolean": _check_boolean,
-    "int": _int_checker("int", 32),
-    "long": _int_checker("long", 64),
-    "float": _type_checker("float", (int, float)),
-    "double": _type_checker("double", (int, float)),
-    "bytes": _type_checker("bytes", _BYTES_LIKE),
-    "string": _type_checker("string", (str,)),
-}
-
-
-def _compile_checker(schema: dict[str, Any]) -> _Check:
-    """Build a checker for a fastavro-parsed schema, mirroring ``_compile_scanner``."""
-    compiled: dict[str, _Check] = {}
-    named: dict[str, Any] = schema["__named_schemas"]
-
-    def build(node: Any) -> _Check:
-        if isinstance(node, list):
-            return _union_checker([build(branch) for branch in node])
-        if isinstance(node, str):
-            if node in _PRIMITIVE_CHECKS:
-                return _PRIMITIVE_CHECKS[node]
-            if node not in compiled:
-                build(named[node])
-            return compiled[node]
-        kind = node["type"]
-        if kind in _PRIMITIVE_CHECKS:
-            return _PRIMITIVE_CHECKS[kind]
-        if kind in ("record", "error"):
-            fields: list[tuple[str, bool, _Check]] = []
-            names: set[str] = set()
-            check = _record_checker(node["name"], fields, names)
-            compiled[node["name"]] = check  # before the fields, for recursive references
-            for field in node["fields"]:
-                fields.append((field["name"], "default" in field, build(field["type"])))
-                names.add(field["name"])
-            return check
-        if kind == "enum":
-            check = _enum_checker(node["name"], node["symbols"])
-        elif kind == "fixed":
-            check = _fixed_checker(int(node["size"]))
-        elif kind == "array":
-            check = _array_checker(build(node["items"]))
-        elif kind == "map":
-            check = _map_checker(build(node["values"]))
-        else:
-            raise ConfigError(f"unsupported Avro type {kind!r}")
-        if kind in ("enum", "fixed"):
-            compiled[node["name"]] = check
-        return check
-
-    return build(schema)
-
-
-def _record_checker(name: str, fields: list[tuple[str, bool, _Check]], names: set[str]) -> _Check:
-    def check(value: Any) -> None:
-        if not isinstance(value, Mapping):
-            raise _Mismatch(f"expected a {name} mapping, got {_describe(value)}")
-        for field_name, has_default, check_field in fields:
-            if field_name in value:
-                try:
-                    check_field(value[field_name])
-                except _Mismatch as exc:
-                    exc.path.append(f".{field_name}")
-                    raise
-            elif not has_default:
-                raise _Mismatch(f"field {field_name!r} missing and has no default")
-        if not names.issuperset(value):
-            # A misspelt optional field would otherwise go out as its default, silently.
-            unknown = sorted(map(str, set(value) - names))
-            raise _Mismatch(f"{name} has no field(s) {', '.join(unknown)}")
-
-    return check
-
-
-def _enum_checker(name: str, symbols: list[str]) -> _Check:
-    known = frozenset(symbols)
-
-    def check(value: Any) -> None:
-        if not isinstance(value, str) or value not in known:
-            raise _Mismatch(f"expected a {name} symbol ({', '.join(symbols)}), got {value!r}")
-
-    return check
-
-
-def _fixed_checker(size: int) -> _Check:
-    def check(value: Any) -> None:
-        if not isinstance(value, _BYTES_LIKE) or len(value) != size:
-            raise _Mismatch(f"expected {size} bytes, got {_describe(value)}")
-
-    return check
-
-
-def _array_checker(item: _Check) -> _Check:
-    def check(value: Any) -> None:
-        # list or tuple only: fastavro would happily write a str as an array of its characters.
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch(f"expected an array (list), got {_describe(value)}")
-        for index, element in enumerate(value):
-            try:
-                item(element)
-            except _Mismatch as exc:
-                exc.path.append(f"[{index}]")
-                raise
-
-    return check
-
-
-def _map_checker(values: _Check) -> _Check:
-    def check(value: Any) -> None:
-        if not isinstance(value, Mapping):
-            raise _Mismatch(f"expected a map (mapping), got {_describe(value)}")
-        for key, element in value.items():
-            if not isinstance(key, str):
-                raise _Mismatch(f"map key {key!r} is not a string")
-            try:
-                values(element)
-            except _Mismatch as exc:
-                exc.path.append(f"[{key!r}]")
-                raise
-
-    return check
-
-
-def _union_checker(branches: list[_Check]) -> _Check:
-    if len(branches) == 2 and branches[0] is _check_null:
-        # The optional-field idiom ["null", T]: one branch to try, and T's own error is the
-        # clearest message.
-        other = branches[1]
-
-        def check_optional(value: Any) -> None:
-            if value is not None:
-                other(value)
-
-        return check_optional
-
-    def check(value: Any) -> None:
-        reasons = []
-        for branch in branches:
-            try:
-                branch(value)
-            except _Mismatch as exc:
-                reasons.append(exc.describe())
-            else:
-                return
-        raise _Mismatch(f"matches no branch of the union ({'; '.join(reasons)})")
-
-    return check
