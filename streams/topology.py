@@ -119,9 +119,10 @@ class Topology:
         self.certificate_commands = self._topic(catalogue.certificate_commands)
         self.listing_updates = self._topic(catalogue.listing_updates)
 
-        self.listings, self.certificates, self.claims = (
-            self._table(name) for name, _ in catalogue.changelogs
-        )
+        tables = {name: self._table(name) for name, _ in catalogue.changelogs}
+        self.listings = tables["listings"]
+        self.certificates = tables["certificates"]
+        self.claims = tables["claims"]
 
         listing_side_in = self._topic(catalogue.listing_events, catalogue.listing_updates)
         certificate_side_in = self._topic(
@@ -137,6 +138,9 @@ class Topology:
     # -- declarations ------------------------------------------------------------------------
 
     def _topic(self, *specs: TopicSpec) -> Any:
+        """A Faust channel over one topic, or over several co-partitioned ones (an agent's
+        inputs). Topics are created beforehand by ``ensure_topics``, so the config given here
+        only matters to Faust's own declaration, and a shared channel declares none."""
         first = specs[0]
         return self.app.topic(
             *(spec.name for spec in specs),
@@ -146,7 +150,7 @@ class Topology:
             value_serializer="raw",
             partitions=first.partitions,
             replicas=first.replication_factor,
-            config=first.config_dict,
+            config=first.config_dict if len(specs) == 1 else None,
         )
 
     def _table(self, name: str) -> Any:

@@ -30,27 +30,29 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
     return counts
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
-    """Wait until every partition of ``names`` has a leader.
+async def _settled_partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float
+) -> dict[str, int]:
+    """Partition counts of ``names`` once every partition of every one has a leader.
 
-    A topic created a moment ago can still show no partitions in metadata; Faust's assignor
-    then *ignores* it ("Ignoring missing topic") and the worker never consumes it until the
-    next rebalance. Seen on a freshly started broker: listings waited forever for answers.
+    A topic created a moment ago can be missing from metadata, or show no partitions, for a
+    while; Faust's assignor then *ignores* it ("Ignoring missing topic") and the worker never
+    consumes it until the next rebalance (seen on a fresh broker: listings waited forever).
     """
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         topics = await admin.describe_topics(names)
-        leaderless = [
+        unsettled = [
             t["topic"]
             for t in topics
             if t["error_code"] != 0
             or not t["partitions"]
             or any(p["error_code"] != 0 or p["leader"] < 0 for p in t["partitions"])
         ]
-        if not leaderless:
-            return
+        if not unsettled:
+            return {t["topic"]: len(t["partitions"]) for t in topics}
         if asyncio.get_running_loop().time() > deadline:
-            raise TopicLayoutError(f"no partition leaders after {timeout_s}s for: {leaderless}")
+            raise TopicLayoutError(f"no partition leaders after {timeout_s}s for: {unsettled}")
         await asyncio.sleep(0.2)
 
 
@@ -84,7 +86,7 @@ async def ensure_topics(
                 elif code != _TOPIC_ALREADY_EXISTS:  # another worker won the race: fine
                     message = rest[0] if rest else ""
                     raise TopicLayoutError(f"could not create topic {name}: error {code} {message}")
-            existing = await _partition_counts(admin, list(wanted))
+        existing = await _settled_partition_counts(admin, list(wanted), timeout_s)
         wrong = {
             name: (existing.get(name), spec.partitions)
             for name, spec in wanted.items()
@@ -98,7 +100,6 @@ async def ensure_topics(
                 f"{detail}. Set CCC_PARTITIONS to the existing count or recreate the topics: "
                 "every topic must have the same partition count for lookups to be co-partitioned."
             )
-        await _wait_for_leaders(admin, list(wanted), timeout_s)
         for name in created:
             log.info("created topic %s (%d partitions)", name, wanted[name].partitions)
         return created
