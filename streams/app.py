@@ -10,6 +10,7 @@ import faust
 
 from streams.settings import Settings
 from streams.topology import Clock, Topology, wall_clock_ms
+from streams.web import install_web
 from topics.admin import ensure_topics
 from topics.catalogue import Catalogue, build_catalogue
 from topics.codecs import AvroCodec
@@ -60,7 +61,8 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
     )
     app.guard_settings = settings
     app.catalogue = build_catalogue(settings)
-    topology = Topology(app, settings, app.catalogue, AvroCodec(), clock)
+    metrics = install_web(app)
+    topology = Topology(app, settings, app.catalogue, AvroCodec(), metrics, clock)
     return app, topology
 
 

@@ -35,3 +35,15 @@ def iter_keys_with_prefix(table: Any, partition: int, prefix: bytes) -> Iterator
         yield from [k for k in store.data if isinstance(k, bytes) and k.startswith(prefix)]
     else:  # pragma: no cover - only the two stores above are configurable
         raise TypeError(f"no prefix scan for store {type(store).__name__}")
+
+
+def estimate_key_count(table: Any) -> int:
+    """Keys in the partitions this worker is active for: RocksDB's own estimate (cheap, not
+    exact), or a count of the in-memory store."""
+    store = table.data
+    if isinstance(store, RocksDBStore):
+        return sum(
+            db.property_int_value("rocksdb.estimate-num-keys") or 0
+            for db in store._dbs_for_actives()
+        )
+    return len(store.data)

@@ -32,7 +32,8 @@ from faust.exceptions import FaustError
 
 from streams import certificate_side, listing_side, validation
 from streams.errors import InvalidRecordError, RejectedRecordError
-from streams.faust_adapter import iter_keys_with_prefix
+from streams.faust_adapter import estimate_key_count, iter_keys_with_prefix
+from streams.metrics import GuardMetrics
 from streams.settings import Settings
 from streams.state_codec import (
     decode_certificate,
@@ -89,13 +90,22 @@ class Progress:
         return text
 
 
-def due_for_expiry(certificates: Iterable[tuple[bytes, bytes]], now_ms: int) -> list[bytes]:
-    """Keys of certificates the sweep must expire at ``now_ms``."""
-    return [
-        key
-        for key, value in certificates
-        if certificate_side.is_due_for_expiry(decode_certificate(value), now_ms)
-    ]
+@dataclass
+class CertificateScan:
+    due: list[bytes] = field(default_factory=list)  # keys the sweep must expire
+    statuses: list[str] = field(default_factory=list)  # status of every certificate held
+
+
+def scan_certificates(certificates: Iterable[tuple[bytes, bytes]], now_ms: int) -> CertificateScan:
+    """One pass over the certificate table: what the sweep must expire at ``now_ms``, and the
+    status counts the metrics report."""
+    scan = CertificateScan()
+    for key, value in certificates:
+        state = decode_certificate(value)
+        scan.statuses.append(str(state.view.status))
+        if certificate_side.is_due_for_expiry(state, now_ms):
+            scan.due.append(key)
+    return scan
 
 
 class Topology:
@@ -107,10 +117,11 @@ class Topology:
         settings: Settings,
         catalogue: Catalogue,
         codec: AvroCodec,
+        metrics: GuardMetrics,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.app, self.settings, self.catalogue, self.codec = app, settings, catalogue, codec
-        self.clock = clock
+        self.metrics, self.clock = metrics, clock
         self.limits = validation.Limits.from_settings(settings)
         self.progress = Progress()
 
@@ -176,6 +187,7 @@ class Topology:
         record = self.codec.decode("ListingEvent", value)
         event = validation.listing_event(record, key, self.limits)
         self.progress.counts["listing_events"] += 1
+        self.metrics.listing_events.labels(str(event.event_type)).inc()
         state_key = event.listing_id.encode()
         outcome = listing_side.on_listing_event(self._listing_state(state_key), event, self.clock())
         await self._apply_listing_outcome(state_key, event.listing_id, outcome)
@@ -222,6 +234,7 @@ class Topology:
             await self.verdicts.send(
                 key=key, value=self.codec.encode("ListingVerdict", verdict.as_record())
             )
+            self.metrics.verdict(verdict, self.clock())
 
     # -- certificate side --------------------------------------------------------------------
 
@@ -239,9 +252,10 @@ class Topology:
         change = validation.certificate_change(record, key, self.limits)
         self.progress.counts["status_changes"] += 1
         state = self._certificate_state(change.cert_no.encode())
-        await self._apply_certificate_decision(
-            change.cert_no, certificate_side.on_status_change(state, change)
-        )
+        decision = certificate_side.on_status_change(state, change)
+        outcome = "stale" if decision.state is None and decision.fanout is None else "applied"
+        self.metrics.certificate_changes.labels(outcome).inc()
+        await self._apply_certificate_decision(change.cert_no, decision)
 
     async def _on_command(self, key: bytes | None, value: bytes) -> None:
         command = decode_command(value)
@@ -298,14 +312,17 @@ class Topology:
                 await self.listing_updates.send(key=claim_key[len(prefix) :], value=payload)
             )
         await asyncio.gather(*pending)
+        elapsed = time.monotonic() - started
         self.progress.counts["rechecks_sent"] += len(pending)
+        self.metrics.fanout_listings.labels(str(fanout.trigger)).observe(len(pending))
+        self.metrics.fanout_seconds.labels(str(fanout.trigger)).observe(elapsed)
         log.info(
             "re-checked %d listing(s) of %s (%s %s) in %.3fs",
             len(pending),
             fanout.cert_no,
             fanout.trigger,
             fanout.view.status,
-            time.monotonic() - started,
+            elapsed,
         )
 
     async def expiry_sweep(self) -> None:
@@ -316,11 +333,16 @@ class Topology:
         command; the certificate agent decides and fans out in-stream.
         """
         now = self.clock()
-        due = due_for_expiry(self.certificates.items(), now)
-        for key in due:
+        scan = scan_certificates(self.certificates.items(), now)
+        for key in scan.due:
             await self.certificate_commands.send(key=key, value=encode_command(Expire(now)))
-        if due:
-            log.info("expiry sweep: %d certificate(s) past their validity", len(due))
+        if scan.due:
+            log.info("expiry sweep: %d certificate(s) past their validity", len(scan.due))
+        self.metrics.sweep_expired.inc(len(scan.due))
+        self.metrics.certificate_counts(scan.statuses)
+        self.metrics.listings_indexed.set(estimate_key_count(self.listings))
+        self.metrics.claims_indexed.set(estimate_key_count(self.claims))
+        self.metrics.sweep_last_run.set(now / 1000)
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -368,6 +390,7 @@ class Topology:
             )
             payload = payload[:_MAX_DEAD_LETTER_PAYLOAD]
         self.progress.counts[f"dead_letters_{kind}"] += 1
+        self.metrics.dead_letters.labels(message.topic, kind).inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s: %s",
             message.topic,

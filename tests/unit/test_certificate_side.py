@@ -15,7 +15,7 @@ from streams.certificate_side import (
 from streams.model import CertificateChange, CertificateStatus, CertView, VerdictTrigger
 from streams.rules import validity_end_ms
 from streams.state_codec import decode_certificate, encode_certificate
-from streams.topology import due_for_expiry
+from streams.topology import scan_certificates
 
 CERT = "2017010907948411"
 EXPIRES = 21_000  # 2027-06-30
@@ -128,9 +128,10 @@ def test_sweep_with_an_injected_clock_selects_due_certificates_only() -> None:
         due, cert_no="2017010907948412", view=replace(due.view, expires_on=EXPIRES + 30)
     )
     items = [(b"a", encode_certificate(due)), (b"b", encode_certificate(later))]
-    assert due_for_expiry(items, validity_end_ms(EXPIRES) - 1) == []
-    assert due_for_expiry(items, validity_end_ms(EXPIRES)) == [b"a"]
-    assert due_for_expiry(items, validity_end_ms(EXPIRES + 30)) == [b"a", b"b"]
+    assert scan_certificates(items, validity_end_ms(EXPIRES) - 1).due == []
+    assert scan_certificates(items, validity_end_ms(EXPIRES)).due == [b"a"]
+    assert scan_certificates(items, validity_end_ms(EXPIRES + 30)).due == [b"a", b"b"]
+    assert scan_certificates(items, 0).statuses == ["VALID", "VALID"]
 
 
 def test_certificate_state_survives_its_codec() -> None:
