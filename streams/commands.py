@@ -5,17 +5,21 @@ from __future__ import annotations
 from faust.cli import AppCommand, option
 
 from streams.app import GuardApp
-from topics.admin import ensure_topics
+from topics.admin import config_drift, ensure_topics
 
 
 def register_commands(app: GuardApp) -> None:
     @app.command()
     async def topics(self: AppCommand) -> None:
-        """Create missing topics, then list the catalogue."""
-        created = await ensure_topics(app.guard_settings.bootstrap_servers, app.catalogue.all())
-        for spec in app.catalogue.all():
+        """Create missing topics, then list the catalogue and any drift from it."""
+        bootstrap, specs = app.guard_settings.bootstrap_servers, app.catalogue.all()
+        created = await ensure_topics(bootstrap, specs)
+        drift = await config_drift(bootstrap, specs)
+        for spec in specs:
             mark = "created" if spec.name in created else "exists"
-            print(f"{spec.name:45} {spec.partitions:3} partitions  key={spec.key:12} {mark}")
+            print(f"{spec.name:45} {spec.partitions:3} partitions  key={spec.key:28} {mark}")
+            for difference in drift.get(spec.name, []):
+                print(f"    DRIFT: {difference}")
 
     @app.command(
         option(

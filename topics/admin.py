@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from streams.errors import TopicLayoutError
@@ -105,5 +106,34 @@ async def ensure_topics(
         return created
     except KafkaError as exc:
         raise TopicLayoutError(f"could not inspect or create topics: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+
+async def config_drift(
+    bootstrap_servers: str, specs: Iterable[TopicSpec], *, timeout_s: float = 60.0
+) -> dict[str, list[str]]:
+    """For each existing topic, how its partition count and declared configs differ from the
+    catalogue (an empty list: as declared). Configs the catalogue does not declare are the
+    operator's business and not reported."""
+    wanted = {spec.name: spec for spec in specs}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="ccc-guard-admin")
+    await asyncio.wait_for(admin.start(), timeout_s)
+    try:
+        counts = await _partition_counts(admin, list(wanted))
+        drift: dict[str, list[str]] = {name: [] for name in counts}
+        for name, count in counts.items():
+            if count != wanted[name].partitions:
+                drift[name].append(f"partitions is {count}, expected {wanted[name].partitions}")
+        declared = [ConfigResource(ConfigResourceType.TOPIC, n) for n in counts if wanted[n].config]
+        for response in await admin.describe_configs(declared) if declared else []:
+            for _code, _message, _type, name, entries in response.resources:
+                actual = {entry[0]: entry[1] for entry in entries}
+                for key, value in wanted[name].config:
+                    if actual.get(key) != value:
+                        drift[name].append(f"{key} is {actual.get(key)}, expected {value}")
+        return drift
+    except KafkaError as exc:
+        raise TopicLayoutError(f"could not describe topics: {exc!r}") from exc
     finally:
         await admin.close()

@@ -35,6 +35,8 @@ class TopicSpec:
 
 
 _COMPACTED = (("cleanup.policy", "compact"),)
+# Long enough to investigate and replay what was rejected.
+_DEAD_LETTER_RETENTION = (("cleanup.policy", "delete"), ("retention.ms", str(30 * 86_400_000)))
 
 # The app's tables and what their keys hold.
 TABLES = (
@@ -112,7 +114,11 @@ def build_catalogue(settings: Settings) -> Catalogue:
             external + settings.verdicts_topic, "listing_id", ValueFormat.AVRO, "ListingVerdict"
         ),
         deadletter=spec(
-            external + settings.deadletter_topic, "original key", ValueFormat.AVRO, "DeadLetter"
+            external + settings.deadletter_topic,
+            "original key",
+            ValueFormat.AVRO,
+            "DeadLetter",
+            _DEAD_LETTER_RETENTION,
         ),
         certificate_commands=spec(
             internal + "certificate-commands", "cert_no", ValueFormat.INTERNAL, None

@@ -83,16 +83,22 @@ class Worker:
         self.deployment, self.index = deployment, index
         self.log_path = deployment.root / f"worker-{index}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['CCC_WEB_PORT']}"
 
     def start(self, *, wait_ready: float = 90.0) -> Worker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start {time.strftime('%X')} =====\n".encode())
             log.flush()
+            self.env = self.deployment.env(self.index)
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
                 cwd=REPO,
-                env=self.deployment.env(self.index),
+                env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

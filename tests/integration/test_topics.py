@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.errors import TopicLayoutError
 from tests.integration.harness import REPO, Deployment
-from topics.admin import ensure_topics
+from topics.admin import config_drift, ensure_topics
 
 
 async def _describe(bootstrap: str, names: list[str]) -> dict[str, int]:
@@ -60,3 +60,36 @@ def test_a_topic_with_another_partition_count_refuses_the_start(kafka: str, tmp_
     )
     assert worker.returncode != 0
     assert b"has 2 partitions, expected 4" in worker.stdout + worker.stderr
+
+
+def test_drift_from_the_catalogue_is_reported(kafka: str, tmp_path: Path) -> None:
+    deployment = Deployment(kafka, tmp_path, partitions=2)
+    catalogue = deployment.catalogue
+    status = catalogue.certificate_status.name
+
+    async def create_status_topic_uncompacted() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(status, 2, 1, topic_configs={"cleanup.policy": "delete"})]
+            )
+        finally:
+            await admin.close()
+
+    asyncio.run(create_status_topic_uncompacted())
+    asyncio.run(ensure_topics(kafka, catalogue.all()))
+    drift = asyncio.run(config_drift(kafka, catalogue.all()))
+    assert drift[status] == ["cleanup.policy is delete, expected compact"]
+    assert all(not found for name, found in drift.items() if name != status)
+    assert set(drift) == {spec.name for spec in catalogue.all()}
+    # The subcommand prints the same.
+    listing = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "topics"],
+        cwd=REPO,
+        env=deployment.env(0),
+        capture_output=True,
+        timeout=120,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert b"DRIFT: cleanup.policy is delete, expected compact" in listing.stdout
