@@ -51,6 +51,8 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
         producer_linger_ms=settings.producer_linger_ms,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
+        # web_host only names the worker in its URL; web_bind is the address it listens on.
+        web_bind=settings.web_host,
         web_port=settings.web_port,
         # Verdict ids are deterministic: at-least-once with idempotent outputs is the contract
         # (Faust's exactly_once has open duplicate and fencing bugs).
