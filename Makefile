@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: demo test lint unit integration install clean
+.PHONY: demo test lint tools unit integration install clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -28,16 +28,32 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Prometheus's promtool checks and unit-tests deploy/prometheus/alerts.yml, and the integration
+# tier runs a real Prometheus against real workers (tests/integration/test_prometheus.py).
+tools:
+	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) tools
 	$(BIN)/python -m localkafka --fetch-only
 	$(BIN)/pytest tests/integration
 
-test: lint
+test: lint tools
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 	$(BIN)/python -m localkafka --fetch-only
 	$(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Performance: the benchmark suite on the real local broker (not part of `make test`).
+bench: $(STAMP)
+	$(BIN)/python -m localkafka --fetch-only
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m localkafka --fetch-only
+	$(BIN)/python -m bench --quick

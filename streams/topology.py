@@ -316,7 +316,9 @@ class Topology:
         self.progress.counts["rechecks_sent"] += len(pending)
         self.metrics.fanout_listings.labels(str(fanout.trigger)).observe(len(pending))
         self.metrics.fanout_seconds.labels(str(fanout.trigger)).observe(elapsed)
-        log.info(
+        # Most fan-outs are a certificate's first sighting with nobody waiting for it.
+        log.log(
+            logging.INFO if pending else logging.DEBUG,
             "re-checked %d listing(s) of %s (%s %s) in %.3fs",
             len(pending),
             fanout.cert_no,

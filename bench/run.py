@@ -1,0 +1,468 @@
+"""``python -m bench [--quick]``: ccc-guard against the real local broker, one table of results.
+
+Stages, in one run on one machine:
+1. pre-fill the input topics with the data set (``bench/dataset.py``);
+2. passthrough anchor: a minimal aiokafka program consumes the listing events, decodes the Avro,
+   encodes an output record and produces it — the practical ceiling for Python here;
+3. verification throughput: one worker from ready to the last listing verdict;
+4. latency at a fixed offered load, worker warm: event time → verdict received;
+5. revocation fan-out of the hottest certificate: status change → last TAKEDOWN;
+6. recovery: a restarted worker to ready over the state, with RocksDB, then with memory://;
+7. peak RSS of the worker over the run.
+Progress goes to stderr; the table to stdout and ``bench/results-<profile>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.dataset import FULL, QUICK, DataSet, Profile
+from localkafka import LocalKafka
+from streams.settings import Settings
+from topics.admin import ensure_topics
+from topics.catalogue import Catalogue, build_catalogue
+from topics.codecs import AvroCodec
+
+REPO = Path(__file__).resolve().parents[1]
+CODEC = AvroCodec()
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%X')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
+    """As fast as the client goes: no await per record, big batches."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1
+    )
+    await producer.start()
+    count = 0
+    try:
+        pending = []
+        for key, value in records:
+            pending.append(await producer.send(topic, key=key, value=value))
+            count += 1
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return count
+
+
+async def passthrough(bootstrap: str, source: str, target: str, expected: int) -> float:
+    """The anchor: consume, decode, encode, produce; events per second."""
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-passthrough-{time.time_ns()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    seen, started = 0, 0.0
+    try:
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for messages in batches.values():
+                if not started:
+                    started = time.monotonic()
+                for message in messages:
+                    event = CODEC.decode("ListingEvent", message.value)
+                    verdict = {
+                        "verdict_id": event["event_id"],
+                        "listing_id": event["listing_id"],
+                        "platform": event["platform"],
+                        "shop_id": event["shop_id"],
+                        "action": "ALLOW",
+                        "reasons": [],
+                        "cert_numbers": event["cert_numbers"],
+                        "failing_certs": [],
+                        "trigger": "LISTING_EVENT",
+                        "trigger_id": event["event_id"],
+                        "event_time": event["occurred_at"],
+                        "decided_at": event["occurred_at"],
+                    }
+                    await producer.send(
+                        target, key=message.key, value=CODEC.encode("ListingVerdict", verdict)
+                    )
+                    seen += 1
+        await producer.flush()
+        return expected / (time.monotonic() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env, self.log_path = env, log_path
+        self.url = f"http://127.0.0.1:{env['CCC_WEB_PORT']}"
+        self.peak_rss_mb = 0.0
+        with log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self._watching = True
+        threading.Thread(target=self._watch_rss, daemon=True).start()
+
+    def _watch_rss(self) -> None:
+        status = Path(f"/proc/{self.process.pid}/status")
+        while self._watching and self.process.poll() is None:
+            try:
+                match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
+            except OSError:
+                return
+            if match:
+                self.peak_rss_mb = max(self.peak_rss_mb, int(match[1]) / 1024)
+            time.sleep(0.2)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+            text: str = response.read().decode()
+            return text
+
+    def sample(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            series, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("worker not ready")
+
+    def wait_for(self, name: str, at_least: float, timeout: float, **labels: str) -> float:
+        started = time.monotonic()
+        while self.sample(name, **labels) < at_least:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{name}{labels} stayed below {at_least}")
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited; see {self.log_path}")
+            time.sleep(0.05)
+        return time.monotonic()
+
+    def stop(self) -> None:
+        self._watching = False
+        self.process.terminate()
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def latency_stage(
+    bootstrap: str, catalogue: Catalogue, data: DataSet, rate: int, seconds: int
+) -> list[float]:
+    """Offer ``rate`` new listings a second; latency = verdict received - event time."""
+    import random
+
+    consumer = AIOKafkaConsumer(
+        catalogue.verdicts.name,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-latency-{time.time_ns()}",
+        auto_offset_reset="latest",
+    )
+    await consumer.start()
+    await asyncio.sleep(2)  # let the group settle before offering load
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await producer.start()
+    sent: set[str] = set()
+    latencies: list[float] = []
+    total = rate * seconds
+
+    async def offer() -> None:
+        rng = random.Random(7)
+        start = time.monotonic()
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event = data.listing(10_000_000 + i, rng, occurred_at=time.time_ns() // 1_000_000)
+            event["listing_id"] = f"LAT-{i:08d}"
+            event["event_id"] = f"LAT-E-{i}"
+            sent.add(event["event_id"])
+            await producer.send(
+                catalogue.listing_events.name,
+                key=event["listing_id"].encode(),
+                value=CODEC.encode("ListingEvent", event),
+            )
+
+    async def receive() -> None:
+        while len(latencies) < total:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.time_ns() / 1e6
+            for messages in batches.values():
+                for message in messages:
+                    verdict = CODEC.decode("ListingVerdict", message.value)
+                    if verdict["trigger_id"] in sent and verdict["trigger"] == "LISTING_EVENT":
+                        latencies.append((now - verdict["event_time"]) / 1000)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(offer(), receive()), seconds * 3 + 60)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(profile: Profile) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "profile": profile.name,
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip(),
+        "data": {
+            "certificates": profile.certificates,
+            "listings": profile.listings,
+            "hot_certificate_claims": profile.hot_claims,
+        },
+    }
+    data = DataSet(profile)
+    workdir = Path(tempfile.mkdtemp(prefix="ccc-guard-bench-"))
+    with LocalKafka() as broker:
+        bootstrap = broker.bootstrap_servers
+        app_id = f"bench-{time.time_ns() % 10**8}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CCC_")}
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "CCC_APP_ID": app_id,
+                "CCC_DATA_DIR": str(workdir / "data"),
+                "CCC_WEB_PORT": str(free_port()),
+                "CCC_PROGRESS_INTERVAL_SECONDS": "10",
+            }
+        )
+        settings = Settings.from_env(env)
+        catalogue = build_catalogue(settings)
+        scratch = dataclasses.replace(catalogue.verdicts, name="bench.passthrough")
+        asyncio.run(ensure_topics(bootstrap, [*catalogue.all(), scratch]))
+
+        log(f"pre-filling {profile.certificates} certificates and {profile.listings} listings")
+        started = time.monotonic()
+        asyncio.run(
+            produce(
+                bootstrap,
+                catalogue.certificate_status.name,
+                (
+                    (c["cert_no"].encode(), CODEC.encode("CertificateStatusChanged", c))
+                    for c in data.certificates()
+                ),
+            )
+        )
+        asyncio.run(
+            produce(
+                bootstrap,
+                catalogue.listing_events.name,
+                (
+                    (e["listing_id"].encode(), CODEC.encode("ListingEvent", e))
+                    for e in data.listings()
+                ),
+            )
+        )
+        log(f"pre-filled in {time.monotonic() - started:.1f}s")
+
+        log("passthrough anchor")
+        anchor = asyncio.run(
+            passthrough(
+                bootstrap, catalogue.listing_events.name, "bench.passthrough", profile.listings
+            )
+        )
+        log(f"passthrough: {anchor:,.0f} events/s")
+
+        log("verification throughput: starting one worker")
+        worker = WorkerProcess(env, workdir / "worker.log")
+        worker.wait_ready()
+        ready_at = time.monotonic()
+        done_at = worker.wait_for(
+            "ccc_guard_verdict_latency_seconds_count",
+            profile.listings,
+            timeout=7200,
+            trigger="LISTING_EVENT",
+        )
+        throughput = profile.listings / (done_at - ready_at)
+        log(f"throughput: {throughput:,.0f} listing events/s")
+
+        log(f"latency at {profile.latency_rate}/s for {profile.latency_seconds}s")
+        latencies = asyncio.run(
+            latency_stage(bootstrap, catalogue, data, profile.latency_rate, profile.latency_seconds)
+        )
+
+        log("revocation fan-out of the hottest certificate")
+        takedowns_before = worker.sample("ccc_guard_verdicts_total", action="TAKEDOWN")
+        revoked = next(iter(data.certificates()))
+        revoked.update(status="REVOKED", version=2, changed_at=time.time_ns() // 1_000_000)
+        sent_at = time.monotonic()
+        asyncio.run(
+            produce(
+                bootstrap,
+                catalogue.certificate_status.name,
+                [(revoked["cert_no"].encode(), CODEC.encode("CertificateStatusChanged", revoked))],
+            )
+        )
+        fanned_at = worker.wait_for(
+            "ccc_guard_verdicts_total",
+            takedowns_before + profile.hot_claims,
+            600,
+            action="TAKEDOWN",
+        )
+        fanout_s = fanned_at - sent_at
+        log(f"fan-out of {profile.hot_claims}: {fanout_s:.2f}s")
+        worker.stop()
+        peak_rss = worker.peak_rss_mb
+
+        log("recovery with RocksDB")
+        env["CCC_WEB_PORT"] = str(free_port())
+        restarted = WorkerProcess(env, workdir / "worker-restart.log")
+        ready_rocksdb = restarted.wait_ready()
+        restarted.stop()
+        log("recovery with memory://")
+        memory_env = {**env, "CCC_STORE": "memory://", "CCC_WEB_PORT": str(free_port())}
+        memory_env["CCC_DATA_DIR"] = str(workdir / "memory-data")
+        in_memory = WorkerProcess(memory_env, workdir / "worker-memory.log")
+        ready_memory = in_memory.wait_ready()
+        in_memory.stop()
+
+    results["results"] = {
+        "passthrough_events_per_s": round(anchor),
+        "throughput_events_per_s": round(throughput),
+        "throughput_ratio": round(throughput / anchor, 3),
+        "latency_rate_per_s": profile.latency_rate,
+        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "latency_max_ms": round(max(latencies) * 1000, 1),
+        "fanout_listings": profile.hot_claims,
+        "fanout_seconds": round(fanout_s, 2),
+        "ready_rocksdb_seconds": round(ready_rocksdb, 2),
+        "ready_memory_seconds": round(ready_memory, 2),
+        "peak_rss_mb": round(peak_rss),
+        "listings": profile.listings,
+    }
+    return results
+
+
+# (result key, goal, met?) - None where the profile is too small for the target to apply.
+TARGETS: tuple[tuple[str, str, Callable[[dict[str, Any]], bool | None]], ...] = (
+    ("throughput_ratio", "≥ 0.5x passthrough", lambda r: r["throughput_ratio"] >= 0.5),
+    ("latency_p99_ms", "≤ 50 ms", lambda r: r["latency_p99_ms"] <= 50),
+    (
+        "fanout_seconds",
+        "≤ 10 s for 100,000",
+        lambda r: r["fanout_seconds"] <= 10 if r["fanout_listings"] >= 100_000 else None,
+    ),
+    (
+        "ready_rocksdb_seconds",
+        "≤ 30 s over 1M listings",
+        lambda r: r["ready_rocksdb_seconds"] <= 30 if r["listings"] >= 1_000_000 else None,
+    ),
+    (
+        "peak_rss_mb",
+        "≤ 1536 MB for 1M listings",
+        lambda r: r["peak_rss_mb"] <= 1536 if r["listings"] >= 1_000_000 else None,
+    ),
+)
+
+
+def table(results: dict[str, Any]) -> str:
+    r = results["results"]
+    rows = [
+        ("passthrough anchor", f"{r['passthrough_events_per_s']:,} events/s", ""),
+        ("verification throughput", f"{r['throughput_events_per_s']:,} events/s", ""),
+        ("  ratio to passthrough", f"{r['throughput_ratio']:.3f}", "throughput_ratio"),
+        (f"latency p50 at {r['latency_rate_per_s']}/s", f"{r['latency_p50_ms']} ms", ""),
+        ("latency p99", f"{r['latency_p99_ms']} ms", "latency_p99_ms"),
+        ("latency max", f"{r['latency_max_ms']} ms", ""),
+        (
+            f"fan-out of {r['fanout_listings']:,} listings",
+            f"{r['fanout_seconds']} s",
+            "fanout_seconds",
+        ),
+        ("ready over state, RocksDB", f"{r['ready_rocksdb_seconds']} s", "ready_rocksdb_seconds"),
+        ("ready over state, memory://", f"{r['ready_memory_seconds']} s", ""),
+        ("peak worker RSS", f"{r['peak_rss_mb']} MB", "peak_rss_mb"),
+    ]
+    verdicts = {key: (goal, ok(r)) for key, goal, ok in TARGETS}
+    lines = [
+        f"ccc-guard benchmark, profile {results['profile']}, commit {results['commit']}, "
+        f"{results['machine']['cores']} cores, {results['data']['listings']:,} listings, "
+        f"{results['data']['certificates']:,} certificates",
+        f"| {'measure':32} | {'result':22} | {'target':22} | met |",
+        f"|{'-' * 34}|{'-' * 24}|{'-' * 24}|-----|",
+    ]
+    for name, value, key in rows:
+        goal, ok = verdicts.get(key, ("", None))
+        mark = ("n/a" if goal else "") if ok is None else ("yes" if ok else "NO")
+        lines.append(f"| {name:32} | {value:22} | {goal:22} | {mark:3} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="10x smaller data set (a minute or two)"
+    )
+    args = parser.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    results = run(profile)
+    out = REPO / "bench" / f"results-{profile.name}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    log(f"written {out}")
