@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
     )
     app.guard_settings = settings
     app.catalogue = build_catalogue(settings)
-    metrics = install_web(app)
+    metrics = install_web(app, [spec.name for spec in app.catalogue.consumed()])
     topology = Topology(app, settings, app.catalogue, AvroCodec(), metrics, clock)
     return app, topology
 

@@ -40,11 +40,13 @@ class BoundedLabel:
 
 
 class ConsumerLagCollector(Collector):
-    """``ccc_guard_consumer_lag``: end offset minus committed offset, per assigned partition,
-    read from Faust's monitor at scrape time (Faust exports both offsets, not their difference)."""
+    """``ccc_guard_consumer_lag``: end offset minus committed offset, per assigned partition of
+    the topics the agents consume, read from Faust's monitor at scrape time (Faust exports both
+    offsets, not their difference). Changelogs are left out: standby and recovery reads never
+    commit, so their "lag" would be the whole changelog."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, topics: Iterable[str]) -> None:
+        self.app, self.topics = app, frozenset(topics)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -56,7 +58,7 @@ class ConsumerLagCollector(Collector):
         assigned = self.app.consumer.assignment() if self.app.consumer else set()
         committed: Mapping[Any, int] = monitor.tp_committed_offsets or {}
         for tp, end in (monitor.tp_end_offsets or {}).items():
-            if tp in assigned:
+            if tp in assigned and tp.topic in self.topics:
                 family.add_metric([tp.topic, str(tp.partition)], max(end - committed.get(tp, 0), 0))
         yield family
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -23,13 +24,13 @@ def is_ready(app: Any) -> bool:
     return bool(recovery.completed.is_set() and not app.rebalancing)
 
 
-def install_web(app: Any) -> GuardMetrics:
+def install_web(app: Any, consumed_topics: Iterable[str]) -> GuardMetrics:
     # "_created" series double every counter's output and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     # A fixed prefix keeps Faust's metric names the same whatever CCC_APP_ID is.
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
-    registry.register(ConsumerLagCollector(app))
+    registry.register(ConsumerLagCollector(app, consumed_topics))
     metrics = GuardMetrics(registry)
     metrics.ready.set_function(lambda: 1.0 if is_ready(app) else 0.0)
 

@@ -61,6 +61,15 @@ class Catalogue:
     # are created with the others, before Faust starts.
     changelogs: tuple[tuple[str, TopicSpec], ...]
 
+    def consumed(self) -> tuple[TopicSpec, ...]:
+        """The topics the two agents read."""
+        return (
+            self.listing_events,
+            self.listing_updates,
+            self.certificate_status,
+            self.certificate_commands,
+        )
+
     def all(self) -> tuple[TopicSpec, ...]:
         return (
             self.listing_events,
