@@ -263,10 +263,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(profile: Profile) -> dict[str, Any]:
+def run(profile: Profile, overrides: dict[str, str]) -> dict[str, Any]:
     results: dict[str, Any] = {
         "profile": profile.name,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "settings": overrides,
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
         ).stdout.strip(),
@@ -289,6 +290,7 @@ def run(profile: Profile) -> dict[str, Any]:
                 "CCC_DATA_DIR": str(workdir / "data"),
                 "CCC_WEB_PORT": str(free_port()),
                 "CCC_PROGRESS_INTERVAL_SECONDS": "10",
+                **overrides,
             }
         )
         settings = Settings.from_env(env)
@@ -459,9 +461,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="10x smaller data set (a minute or two)"
     )
+    parser.add_argument("--listings", type=int, help="override the profile's listing count")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="CCC_NAME=VALUE",
+        help="a worker setting for this run (repeatable), e.g. CCC_PRODUCER_LINGER_MS=20",
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
-    results = run(profile)
+    if args.listings:
+        profile = dataclasses.replace(
+            profile,
+            name=f"{profile.name}-{args.listings}",
+            listings=args.listings,
+            hot_claims=min(profile.hot_claims, args.listings // 10),
+        )
+    overrides = dict(item.split("=", 1) for item in args.env)
+    results = run(profile, overrides)
     out = REPO / "bench" / f"results-{profile.name}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
