@@ -53,6 +53,12 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
         web_host=settings.web_host,
         # web_host only names the worker in its URL; web_bind is the address it listens on.
         web_bind=settings.web_host,
+        # Faust's own pages would serve table contents (listing state) and topology to anyone
+        # who can reach the port; ccc-guard serves only /metrics, /healthz and /readyz.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         web_port=settings.web_port,
         # Verdict ids are deterministic: at-least-once with idempotent outputs is the contract
         # (Faust's exactly_once has open duplicate and fencing bugs).

@@ -76,3 +76,10 @@ def test_metrics_count_what_the_worker_did(guard: Guard) -> None:
     assert metric(after, "ccc_guard_ready") == 1
     assert "faust_messages_received_total" in after
     assert listing not in after and cert not in after  # no ids in labels
+
+
+def test_faust_pages_that_would_leak_state_are_off(guard: Guard) -> None:
+    url = guard.workers[0].web_url
+    for path in ("/table/listings/", "/router/", "/graph/", "/stats/", "/assignment/"):
+        status, _ = get(f"{url}{path}")
+        assert status == 404, path
