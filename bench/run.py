@@ -41,6 +41,7 @@ from streams.settings import Settings
 from topics.admin import ensure_topics
 from topics.catalogue import Catalogue, build_catalogue
 from topics.codecs import AvroCodec
+from topics.connection import KafkaConnection
 
 REPO = Path(__file__).resolve().parents[1]
 CODEC = AvroCodec()
@@ -296,7 +297,8 @@ def run(profile: Profile, overrides: dict[str, str]) -> dict[str, Any]:
         settings = Settings.from_env(env)
         catalogue = build_catalogue(settings)
         scratch = dataclasses.replace(catalogue.verdicts, name="bench.passthrough")
-        asyncio.run(ensure_topics(bootstrap, [*catalogue.all(), scratch]))
+        connection = KafkaConnection.from_settings(settings)
+        asyncio.run(ensure_topics(connection, [*catalogue.all(), scratch]))
 
         log(f"pre-filling {profile.certificates} certificates and {profile.listings} listings")
         started = time.monotonic()

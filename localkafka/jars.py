@@ -1,15 +1,18 @@
 """Fetch the Kafka broker's jars from Maven Central into a per-version cache.
 
 The broker is not vendored: ``pom.xml`` next to this module names it, Maven resolves it, and the
-resulting directory of jars is the broker's whole classpath. A cache entry is only ever created by
-renaming a finished download into place, so a run that is interrupted or races another one never
-leaves (or sees) half a classpath.
+resulting directory of jars is the broker's whole classpath (and its tools', such as
+``AclCommand``). A cache entry is only ever created by renaming a finished download into place, so
+a run that is interrupted or races another one never leaves (or sees) half a classpath. The
+classpath directory is named after a digest of ``pom.xml``: a changed POM fetches a new one beside
+the old, never replacing jars that a running broker may still load classes from.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -47,7 +50,7 @@ def ensure_broker_jars(version: str = DEFAULT_KAFKA_VERSION) -> Path:
     """
     _check_version(version)
     entry = cache_root() / f"kafka-{version}"
-    lib = entry / "lib"
+    lib = entry / f"lib-{_pom_digest()}"
     if _is_complete(lib):
         return lib
 
@@ -95,6 +98,10 @@ def _check_version(version: str) -> None:
     allowed = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-_")
     if not version or version.startswith(("-", ".")) or not set(version) <= allowed:
         raise LocalKafkaError(f"not a Kafka version: {version!r}")
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(_POM.read_bytes()).hexdigest()[:12]
 
 
 def _is_complete(lib: Path) -> bool:
@@ -167,9 +174,9 @@ def _run_maven(mvn: str, version: str, staging: Path, out_dir: Path, lock_fd: in
 def _check_download(lib: Path, version: str) -> None:
     # A wrong or partially honoured version property would otherwise surface much later as a
     # ClassNotFoundException in the broker's log.
-    broker_jar = lib / f"kafka_2.13-{version}.jar"
-    if not broker_jar.is_file():
-        raise LocalKafkaError(f"mvn finished but {broker_jar.name} is not in {lib}")
+    for jar in (f"kafka_2.13-{version}.jar", f"kafka-tools-{version}.jar"):
+        if not (lib / jar).is_file():
+            raise LocalKafkaError(f"mvn finished but {jar} is not in {lib}")
 
 
 def _install(staged_lib: Path, lib: Path, entry: Path) -> None:

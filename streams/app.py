@@ -14,6 +14,7 @@ from streams.web import install_web
 from topics.admin import ensure_topics
 from topics.catalogue import Catalogue, build_catalogue
 from topics.codecs import AvroCodec
+from topics.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,26 @@ class GuardApp(faust.App):
 
     guard_settings: Settings
     catalogue: Catalogue
+    kafka_connection: KafkaConnection
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        created = await ensure_topics(self.guard_settings.bootstrap_servers, self.catalogue.all())
+        connection = self.kafka_connection
+        log.info("Kafka %s (%s)", connection.bootstrap_servers, connection.describe())
+        created = await ensure_topics(connection, self.catalogue.all())
         if created:
             log.info("created %d missing topic(s): %s", len(created), ", ".join(created))
 
 
 def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[GuardApp, Topology]:
+    """Raises ``ConfigError`` when the Kafka security files cannot be used."""
+    connection = KafkaConnection.from_settings(settings)
     app = GuardApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        # TLS and SASL for Faust's consumer and producer; never in the broker URL, which Faust
+        # prints in its start-up banner.
+        broker_credentials=connection.faust_credentials(),
         store=settings.store,
         datadir=str(Path(settings.data_dir)),
         autodiscover=False,
@@ -68,6 +77,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
         value_serializer="raw",
     )
     app.guard_settings = settings
+    app.kafka_connection = connection
     app.catalogue = build_catalogue(settings)
     metrics = install_web(app, [spec.name for spec in app.catalogue.consumed()])
     topology = Topology(app, settings, app.catalogue, AvroCodec(), metrics, clock)

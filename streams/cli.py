@@ -9,22 +9,24 @@ from __future__ import annotations
 import os
 import sys
 
-from streams.app import create_app
+from streams.app import GuardApp, create_app
 from streams.commands import register_commands
 from streams.errors import ConfigError
 from streams.settings import Settings
+from streams.topology import Topology
 
 
-def _settings_or_exit() -> Settings:
+def _app_or_exit() -> tuple[Settings, GuardApp, Topology]:
     try:
-        return Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ)
+        app, topology = create_app(settings)
     except ConfigError as exc:
         print(f"ccc-guard: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    return settings, app, topology
 
 
-settings = _settings_or_exit()
-app, topology = create_app(settings)
+settings, app, topology = _app_or_exit()
 register_commands(app)
 
 

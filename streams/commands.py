@@ -5,6 +5,7 @@ from __future__ import annotations
 from faust.cli import AppCommand, option
 
 from streams.app import GuardApp
+from topics.acls import worker_grants
 from topics.admin import config_drift, ensure_topics
 
 
@@ -12,9 +13,9 @@ def register_commands(app: GuardApp) -> None:
     @app.command()
     async def topics(self: AppCommand) -> None:
         """Create missing topics, then list the catalogue and any drift from it."""
-        bootstrap, specs = app.guard_settings.bootstrap_servers, app.catalogue.all()
-        created = await ensure_topics(bootstrap, specs)
-        drift = await config_drift(bootstrap, specs)
+        connection, specs = app.kafka_connection, app.catalogue.all()
+        created = await ensure_topics(connection, specs)
+        drift = await config_drift(connection, specs)
         for spec in specs:
             mark = "created" if spec.name in created else "exists"
             print(f"{spec.name:45} {spec.partitions:3} partitions  key={spec.key:28} {mark}")
@@ -37,4 +38,22 @@ def register_commands(app: GuardApp) -> None:
 
         await run_demo(app.guard_settings, duration=duration, rate=rate, seed=seed)
 
-    _ = (topics, demo)
+    @app.command(
+        option(
+            "--principal",
+            default="User:ccc-guard",
+            help="The worker's Kafka principal (default: User:ccc-guard).",
+        ),
+    )
+    async def acls(self: AppCommand, principal: str) -> None:
+        """Print the kafka-acls.sh commands granting a worker's user what it needs."""
+        settings = app.guard_settings
+        for grant in worker_grants(app.catalogue, settings.app_id):
+            args = " ".join(grant.kafka_acls_args(principal))
+            print(f"# {grant.why}")
+            print(
+                f"kafka-acls.sh --bootstrap-server {settings.bootstrap_servers} "
+                f"--command-config admin.properties {args}"
+            )
+
+    _ = (topics, demo, acls)

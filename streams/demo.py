@@ -22,6 +22,7 @@ from topics.admin import ensure_topics
 from topics.catalogue import build_catalogue
 from topics.client import GuardProducer, read_records
 from topics.codecs import AvroCodec
+from topics.connection import KafkaConnection
 
 PLATFORMS = ("taobao", "jd", "douyin", "kuaishou", "pinduoduo")
 # (category code, product) pairs from the CCC catalogue, for believable listings.
@@ -156,7 +157,7 @@ def format_verdict(v: dict[str, Any]) -> str:
 async def _print_verdicts(settings: Settings, codec: AvroCodec) -> None:
     catalogue = build_catalogue(settings)
     async for verdict in read_records(
-        settings.bootstrap_servers, catalogue.verdicts.name, codec, "ListingVerdict"
+        KafkaConnection.from_settings(settings), catalogue.verdicts.name, codec, "ListingVerdict"
     ):
         print(format_verdict(verdict), flush=True)
 
@@ -164,7 +165,8 @@ async def _print_verdicts(settings: Settings, codec: AvroCodec) -> None:
 async def _feed(settings: Settings, codec: AvroCodec, rate: float, seed: int) -> None:
     feed = DemoFeed(seed)
     catalogue = build_catalogue(settings)
-    async with GuardProducer(settings.bootstrap_servers, catalogue, codec) as producer:
+    connection = KafkaConnection.from_settings(settings)
+    async with GuardProducer(connection, catalogue, codec) as producer:
         for change in feed.initial_certificates():
             await producer.certificate_status(change)
         n = 0
@@ -192,7 +194,9 @@ async def run_demo(settings: Settings, *, duration: float, rate: float, seed: in
             broker = stack.enter_context(LocalKafka())
             settings = dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers)
         print(f"broker: {settings.bootstrap_servers}")
-        await ensure_topics(settings.bootstrap_servers, build_catalogue(settings).all())
+        await ensure_topics(
+            KafkaConnection.from_settings(settings), build_catalogue(settings).all()
+        )
 
         # Kept after the run so the worker's log can be read; the broker is new each run, so
         # the worker's state from a previous run is stale and goes.

@@ -60,5 +60,10 @@ class TopicLayoutError(CccGuardError):
     co-partitioning; the worker refuses to start rather than mis-route state."""
 
 
+class BrokerConnectionError(CccGuardError):
+    """No bootstrap broker accepts the worker's connection (unreachable, TLS refused, or
+    authentication failed); raised at start with the reason, never with a secret."""
+
+
 class LocalKafkaError(CccGuardError):
     """The embedded development broker could not be fetched, formatted or started."""

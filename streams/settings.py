@@ -1,8 +1,8 @@
 """All settings, read from environment variables, typed and validated at start.
 
 Every setting is documented here and in the README; ``python -m streams.settings`` prints them
-with their current values. Unknown ``CCC_*`` variables are refused, so a typo cannot silently
-leave a default in force.
+with their current values (the SASL password masked). Unknown ``CCC_*`` variables are refused, so
+a typo cannot silently leave a default in force.
 """
 
 from __future__ import annotations
@@ -10,13 +10,58 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from streams.errors import ConfigError
 
 PREFIX = "CCC_"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,200}")
+
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+class Secret:
+    """A value that must never be printed: ``str``, ``repr`` and formatting all give ``***``
+    (or nothing when empty); ``reveal()`` gives the value to the one place that needs it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        return "***" if self._value else ""
+
+    def __repr__(self) -> str:
+        return f"Secret({str(self)!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __copy__(self) -> Secret:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+    def __reduce__(self) -> Any:
+        # Pickling would write the value wherever the pickle goes (a queue, a file, a cache).
+        raise TypeError("a Secret is not pickled")
 
 
 def _bootstrap(value: str) -> str:
@@ -81,8 +126,37 @@ def _log_level(value: str) -> str:
     return level.lower()
 
 
-def _setting(env: str, default: str, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(metadata={"env": env, "default": default, "parse": parse, "doc": doc})
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        chosen = value.strip().upper()
+        if chosen not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return chosen
+
+    return parse
+
+
+def _existing_file(value: str) -> str:
+    """An optional path: empty, or a readable regular file."""
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError("no such file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror})") from None
+    return str(path)
+
+
+def _setting(
+    env: str, default: str, parse: Callable[[str], Any], doc: str, *, secret: bool = False
+) -> Any:
+    return field(
+        metadata={"env": env, "default": default, "parse": parse, "doc": doc, "secret": secret}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +166,53 @@ class Settings:
         "127.0.0.1:9092",
         _bootstrap,
         "Kafka brokers, comma-separated host:port.",
+    )
+    kafka_security_protocol: str = _setting(
+        "CCC_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        _choice(*SECURITY_PROTOCOLS),
+        "How every Kafka client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "CCC_KAFKA_SASL_MECHANISM",
+        "SCRAM-SHA-512",
+        _choice(*SASL_MECHANISMS),
+        "SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (PLAIN only over SASL_SSL).",
+    )
+    kafka_sasl_username: str = _setting(
+        "CCC_KAFKA_SASL_USERNAME", "", str, "SASL user name; required with a SASL_* protocol."
+    )
+    # A Secret is immutable (no setter), which ruff cannot know.
+    kafka_sasl_password: Secret = _setting(  # noqa: RUF009
+        "CCC_KAFKA_SASL_PASSWORD",
+        "",
+        Secret,
+        "SASL password (never printed); prefer CCC_KAFKA_SASL_PASSWORD_FILE. Give exactly one.",
+        secret=True,
+    )
+    kafka_sasl_password_file: str = _setting(
+        "CCC_KAFKA_SASL_PASSWORD_FILE",
+        "",
+        _existing_file,
+        "File holding the SASL password (one trailing newline ignored), e.g. a mounted secret.",
+    )
+    kafka_ssl_cafile: str = _setting(
+        "CCC_KAFKA_SSL_CAFILE",
+        "",
+        _existing_file,
+        "PEM bundle of the CAs that sign the brokers' certificates; empty: the system's CAs.",
+    )
+    kafka_ssl_certfile: str = _setting(
+        "CCC_KAFKA_SSL_CERTFILE",
+        "",
+        _existing_file,
+        "Optional PEM client certificate (chain) for brokers that require TLS client auth.",
+    )
+    kafka_ssl_keyfile: str = _setting(
+        "CCC_KAFKA_SSL_KEYFILE",
+        "",
+        _existing_file,
+        "Unencrypted PEM private key of CCC_KAFKA_SSL_CERTFILE, unless that file holds it.",
     )
     app_id: str = _setting(
         "CCC_APP_ID",
@@ -235,11 +356,94 @@ class Settings:
             try:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
-                raise ConfigError(f"{env}={raw!r} is invalid: {exc}") from None
-        return cls(**values)
+                shown = "***" if f.metadata["secret"] else repr(raw)
+                raise ConfigError(f"{env}={shown} is invalid: {exc}") from None
+        settings = cls(**values)
+        settings._check_kafka_security()
+        return settings
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.kafka_security_protocol in {"SSL", "SASL_SSL"}
+
+    def _check_kafka_security(self) -> None:
+        """The security settings that only make sense together."""
+        protocol = f"CCC_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+        sasl_given = [
+            env
+            for env, value in (
+                ("CCC_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("CCC_KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+                ("CCC_KAFKA_SASL_PASSWORD_FILE", self.kafka_sasl_password_file),
+            )
+            if value
+        ]
+        tls_given = [
+            env
+            for env, value in (
+                ("CCC_KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
+                ("CCC_KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
+                ("CCC_KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile),
+            )
+            if value
+        ]
+        # Settings that would be silently ignored are refused: whoever set them expected them
+        # to protect the connection.
+        if sasl_given and not self.uses_sasl:
+            raise ConfigError(
+                f"{', '.join(sasl_given)} set, but {protocol} does not use SASL "
+                "(use SASL_SSL or SASL_PLAINTEXT)"
+            )
+        if tls_given and not self.uses_tls:
+            raise ConfigError(
+                f"{', '.join(tls_given)} set, but {protocol} does not use TLS (use SSL or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ConfigError("CCC_KAFKA_SSL_KEYFILE is set without CCC_KAFKA_SSL_CERTFILE")
+        if self.uses_sasl:
+            missing = []
+            if not self.kafka_sasl_username:
+                missing.append("CCC_KAFKA_SASL_USERNAME")
+            if not self.kafka_sasl_password and not self.kafka_sasl_password_file:
+                missing.append("CCC_KAFKA_SASL_PASSWORD_FILE (or CCC_KAFKA_SASL_PASSWORD)")
+            if missing:
+                raise ConfigError(f"{protocol} needs {' and '.join(missing)}")
+            if self.kafka_sasl_password and self.kafka_sasl_password_file:
+                raise ConfigError(
+                    "set only one of CCC_KAFKA_SASL_PASSWORD and CCC_KAFKA_SASL_PASSWORD_FILE"
+                )
+            if self.kafka_sasl_mechanism == "PLAIN" and not self.uses_tls:
+                raise ConfigError(
+                    "CCC_KAFKA_SASL_MECHANISM=PLAIN sends the password in clear text: "
+                    "use it with CCC_KAFKA_SECURITY_PROTOCOL=SASL_SSL only"
+                )
+
+    def sasl_password(self) -> Secret:
+        """The SASL password: CCC_KAFKA_SASL_PASSWORD, or CCC_KAFKA_SASL_PASSWORD_FILE's content
+        without its trailing line break. Raises ``ConfigError`` if the file cannot be read or
+        is empty."""
+        if not self.kafka_sasl_password_file:
+            return self.kafka_sasl_password
+        path = self.kafka_sasl_password_file
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"CCC_KAFKA_SASL_PASSWORD_FILE={path!r} cannot be read: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:  # its message would quote bytes of the password
+            raise ConfigError(f"CCC_KAFKA_SASL_PASSWORD_FILE={path!r} is not UTF-8 text") from None
+        password = text.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise ConfigError(f"CCC_KAFKA_SASL_PASSWORD_FILE={path!r} is empty")
+        return Secret(password)
 
     def describe(self) -> list[tuple[str, str, str]]:
-        """(variable, current value, meaning) for every setting."""
+        """(variable, current value, meaning) for every setting; secrets show as ``***``."""
         return [
             (f.metadata["env"], str(getattr(self, f.name)), f.metadata["doc"]) for f in fields(self)
         ]

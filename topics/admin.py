@@ -2,7 +2,9 @@
 
 Run at worker start (and by ``ccc-guard topics``): missing topics are created with their
 partition count and config, so a bare broker just works; an existing topic with another
-partition count stops the worker, because co-partitioned lookups would silently miss.
+partition count stops the worker, because co-partitioned lookups would silently miss. Both
+functions connect as ``topics.connection`` says (TLS, SASL) and stop with a
+``BrokerConnectionError`` naming the cause when no broker accepts the connection.
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ from aiokafka.errors import KafkaError
 
 from streams.errors import TopicLayoutError
 from topics.catalogue import TopicSpec
+from topics.connection import KafkaConnection, as_connection, start_client
 
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_AUTHORIZATION_FAILED = 29
+_CLUSTER_AUTHORIZATION_FAILED = 31
+
+
+def _admin_client(connection: KafkaConnection) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**connection.aiokafka_kwargs(), client_id="ccc-guard-admin")
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
@@ -58,14 +67,16 @@ async def _settled_partition_counts(
 
 
 async def ensure_topics(
-    bootstrap_servers: str, specs: Iterable[TopicSpec], *, timeout_s: float = 60.0
+    connection: KafkaConnection | str, specs: Iterable[TopicSpec], *, timeout_s: float = 60.0
 ) -> list[str]:
     """Create missing topics; return the names created. Raises ``TopicLayoutError`` when an
-    existing topic's partition count differs from the catalogue's."""
+    existing topic's partition count differs from the catalogue's, or a missing one may not be
+    created. A bare string for ``connection`` is a PLAINTEXT bootstrap list."""
     wanted = {spec.name: spec for spec in specs}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="ccc-guard-admin")
-    await asyncio.wait_for(admin.start(), timeout_s)
+    connection = as_connection(connection)
+    admin = _admin_client(connection)
     try:
+        await start_client(admin.start(), connection, timeout_s)
         existing = await _partition_counts(admin, list(wanted))
         missing = [spec for name, spec in wanted.items() if name not in existing]
         created: list[str] = []
@@ -84,6 +95,12 @@ async def ensure_topics(
             for name, code, *rest in response.topic_errors:
                 if code == 0:
                     created.append(name)
+                elif code in {_TOPIC_AUTHORIZATION_FAILED, _CLUSTER_AUTHORIZATION_FAILED}:
+                    raise TopicLayoutError(
+                        f"topic {name} is missing and this user may not create it (error "
+                        f"{code}): create it as an administrator, or grant the user CREATE "
+                        "(and DESCRIBE) on it"
+                    )
                 elif code != _TOPIC_ALREADY_EXISTS:  # another worker won the race: fine
                     message = rest[0] if rest else ""
                     raise TopicLayoutError(f"could not create topic {name}: error {code} {message}")
@@ -111,15 +128,17 @@ async def ensure_topics(
 
 
 async def config_drift(
-    bootstrap_servers: str, specs: Iterable[TopicSpec], *, timeout_s: float = 60.0
+    connection: KafkaConnection | str, specs: Iterable[TopicSpec], *, timeout_s: float = 60.0
 ) -> dict[str, list[str]]:
     """For each existing topic, how its partition count and declared configs differ from the
     catalogue (an empty list: as declared). Configs the catalogue does not declare are the
-    operator's business and not reported."""
+    operator's business and not reported. A bare string for ``connection`` is a PLAINTEXT
+    bootstrap list."""
     wanted = {spec.name: spec for spec in specs}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="ccc-guard-admin")
-    await asyncio.wait_for(admin.start(), timeout_s)
+    connection = as_connection(connection)
+    admin = _admin_client(connection)
     try:
+        await start_client(admin.start(), connection, timeout_s)
         counts = await _partition_counts(admin, list(wanted))
         drift: dict[str, list[str]] = {name: [] for name in counts}
         for name, count in counts.items():

@@ -1,6 +1,7 @@
 """A small aiokafka client that speaks the wire contract: what a platform or the authority feed
 runs to publish events, and what a takedown consumer runs to read verdicts. Used by the demo,
-the tests and the benchmarks."""
+the tests and the benchmarks. Both connect as ``topics.connection`` says (TLS, SASL); a bare
+string is a PLAINTEXT bootstrap list."""
 
 from __future__ import annotations
 
@@ -12,15 +13,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from topics.catalogue import Catalogue
 from topics.codecs import AvroCodec
+from topics.connection import KafkaConnection, as_connection, start_client
+
+_START_TIMEOUT_S = 60.0
 
 
 class GuardProducer:
-    def __init__(self, bootstrap_servers: str, catalogue: Catalogue, codec: AvroCodec) -> None:
+    def __init__(
+        self, connection: KafkaConnection | str, catalogue: Catalogue, codec: AvroCodec
+    ) -> None:
         self.catalogue, self.codec = catalogue, codec
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=5)
+        self._connection = as_connection(connection)
+        self._producer = AIOKafkaProducer(**self._connection.aiokafka_kwargs(), linger_ms=5)
 
     async def __aenter__(self) -> GuardProducer:
-        await self._producer.start()
+        try:
+            await start_client(self._producer.start(), self._connection, _START_TIMEOUT_S)
+        except BaseException:
+            await self._producer.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -48,7 +59,7 @@ class GuardProducer:
 
 
 async def read_records(
-    bootstrap_servers: str,
+    connection: KafkaConnection | str,
     topic: str,
     codec: AvroCodec,
     record_name: str,
@@ -56,15 +67,16 @@ async def read_records(
     from_beginning: bool = True,
 ) -> AsyncIterator[dict[str, Any]]:
     """Decoded records of ``topic``, forever; a fresh consumer group each call."""
+    connection = as_connection(connection)
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap_servers,
+        **connection.aiokafka_kwargs(),
         group_id=f"ccc-guard-reader-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
     )
-    await consumer.start()
     try:
+        await start_client(consumer.start(), connection, _START_TIMEOUT_S)
         async for message in consumer:
             yield codec.decode(record_name, message.value)
     finally:
