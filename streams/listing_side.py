@@ -16,6 +16,7 @@ the views it needs have all been answered: exactly one ALLOW/BLOCK per event.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from streams.model import (
@@ -61,19 +62,50 @@ class ListingState:
     reasons: tuple[VerdictReason, ...] = ()
     failing: tuple[str, ...] = ()
     pending: list[PendingCheck] = field(default_factory=list)
-    # The last verdict emitted; a replayed trigger re-emits it unchanged (same verdict_id), which
-    # covers a crash between writing this state and the verdict reaching the broker.
+    # The last verdict emitted and the key of its trigger; a replayed trigger re-emits it
+    # unchanged (same verdict_id), which covers a crash between writing this state and the
+    # verdict reaching the broker.
     last_verdict: Verdict | None = None
-    delisted: bool = False  # kept only until pending checks are decided, then the state goes
+    last_key: str | None = None
+    delisted: bool = False  # then only a tombstone stays, once pending checks are decided
+    # Digests of the listing's latest events, newest last. After a crash the events since the
+    # last commit are read again over state already written: an event found here is a replay
+    # and is never applied twice (re-applying an older one would undo the newer ones).
+    recent_events: tuple[str, ...] = ()
+    # The time of the latest decision. Decisions never go back in time: an event or re-check
+    # stamped earlier than a decision already made is decided at this time instead, so a late
+    # event cannot re-allow what an expiry already took down.
+    clock_ms: int = 0
+    # Certificates whose answer is awaited, with the token of the subscription that asked.
+    awaiting: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class Outcome:
-    state: ListingState | None  # None: the listing leaves all state
+    state: ListingState | None
     verdicts: list[Verdict] = field(default_factory=list)
     subscribe: list[str] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)  # subscription token per subscribe
     unsubscribe: list[str] = field(default_factory=list)
     changed: bool = True  # False: nothing to write back
+
+
+RECENT_EVENTS = 16
+
+
+def event_digest(event_id: str) -> str:
+    """Short and stable across processes (unlike ``hash``): 8 hex characters per event."""
+    return hashlib.blake2b(event_id.encode(), digest_size=4).hexdigest()
+
+
+def trigger_key(trigger: VerdictTrigger, trigger_id: str, view: CertView | None) -> str:
+    """What a verdict's id is derived from. The contract's expiry trigger id, ``<cert>@expiry``,
+    is the same for every expiry of a certificate; a renewed certificate that expires again
+    must not produce the verdict id of its first expiry (consumers would drop it as a
+    duplicate), so expiry keys carry the validity date."""
+    if trigger is VerdictTrigger.CERTIFICATE_EXPIRY and view is not None:
+        return f"{trigger_id}#{view.expires_on}"
+    return trigger_id
 
 
 def _subscribed(claimed: tuple[str, ...]) -> list[str]:
@@ -91,24 +123,43 @@ def _unchanged(state: ListingState | None, verdicts: list[Verdict] | None = None
     return Outcome(state, verdicts or [], changed=False)
 
 
-def _replay_of_last(state: ListingState, trigger_id: str) -> Outcome | None:
-    last = state.last_verdict
-    if last is not None and last.trigger_id == trigger_id:
-        return _unchanged(state, [last])
+def _replay_of_last(state: ListingState, key: str) -> Outcome | None:
+    if state.last_verdict is not None and state.last_key == key:
+        return _unchanged(state, [state.last_verdict])
     return None
 
 
+def _replayed_event(state: ListingState, event: ListingEvent) -> Outcome:
+    """An event this listing has already applied, read again after a crash.
+
+    Its verdict is re-emitted when it is the last one. If its check is still pending, the
+    subscriptions it awaits are sent again: the state may have reached disk while they died in
+    the producer's buffer. A certificate no longer claimed is subscribed and unsubscribed again
+    (same partition, in order), so the check gets its answer and the index stays right."""
+    replay = _replay_of_last(state, event.event_id)
+    if replay is not None:
+        return replay
+    check = next((c for c in state.pending if c.event_id == event.event_id), None)
+    if check is None:
+        return _unchanged(state)  # an older, decided event: applying it again would undo newer
+    awaited = [c for c in _subscribed(check.claimed) if c in state.awaiting]
+    claimed_now = set(_subscribed(state.claimed))
+    return Outcome(
+        state,
+        subscribe=awaited,
+        tokens={c: state.awaiting[c] for c in awaited},
+        unsubscribe=[c for c in awaited if c not in claimed_now],
+        changed=False,
+    )
+
+
 def on_listing_event(state: ListingState | None, event: ListingEvent, now_ms: int) -> Outcome:
-    if state is not None:
-        replay = _replay_of_last(state, event.event_id)
-        if replay is not None:
-            return replay
-        if any(check.event_id == event.event_id for check in state.pending):
-            return _unchanged(state)
+    if state is not None and event_digest(event.event_id) in state.recent_events:
+        return _replayed_event(state, event)
     delisted = event.event_type is ListingEventType.DELISTED
     if state is None:
-        if delisted:
-            return _unchanged(None)
+        # Even a delisting of an unknown listing is remembered (as a tombstone): read again
+        # after a crash, behind the listing's next CREATED, it must not delist that.
         state = ListingState(event.platform, event.shop_id, event.category_code, claimed=())
 
     old_subscribed = _subscribed(state.claimed)
@@ -121,26 +172,46 @@ def on_listing_event(state: ListingState | None, event: ListingEvent, now_ms: in
     state.category = event.category_code
     state.claimed = new_claim
     state.delisted = delisted
+    state.recent_events = (*state.recent_events, event_digest(event.event_id))[-RECENT_EVENTS:]
+    token = event_digest(event.event_id)
     for cert_no in subscribe:
         # A fresh subscription gets a fresh answer: a view kept for an older pending check
         # stopped receiving re-checks when it was unsubscribed.
         state.views.pop(cert_no, None)
+        state.awaiting[cert_no] = token
     if not delisted:
         state.pending.append(
             PendingCheck(event.event_id, event.occurred_at, event.cert_numbers, event.category_code)
         )
     verdicts = _decide_ready_checks(state, event.listing_id, now_ms)
-    return Outcome(_settle(state), verdicts, subscribe, unsubscribe)
+    tokens = dict.fromkeys(subscribe, token)
+    return Outcome(_settle(state), verdicts, subscribe, tokens, unsubscribe)
 
 
 def on_certificate_answer(
-    state: ListingState | None, listing_id: str, cert_no: str, view: CertView | None, now_ms: int
+    state: ListingState | None,
+    listing_id: str,
+    cert_no: str,
+    view: CertView | None,
+    now_ms: int,
+    token: str | None = None,
 ) -> Outcome:
-    """The certificate side answered a subscription: fill the view, decide what is ready."""
+    """The certificate side answered a subscription: fill the view, decide what is ready.
+
+    Only the answer to the subscription awaited counts (``token`` matches; None matches any,
+    for callers that do not track tokens). Any other is an older answer read again after a
+    crash: if it repeats what the listing holds and nothing is pending, the verdict it once
+    decided is said again (it may have died with the crash); otherwise it is stale."""
     if state is None or cert_no not in _needed(state):
         return _unchanged(state)
-    if not _accept_view(state, cert_no, view):
+    expected = state.awaiting.get(cert_no)
+    if expected is None or (token is not None and token != expected):
+        if not state.pending and cert_no in state.views and state.views[cert_no] == view:
+            last = state.last_verdict
+            if last is not None and last.trigger is VerdictTrigger.LISTING_EVENT:
+                return _unchanged(state, [last])
         return _unchanged(state)
+    del state.awaiting[cert_no]
     state.views[cert_no] = view
     verdicts = _decide_ready_checks(state, listing_id, now_ms)
     return Outcome(_settle(state), verdicts)
@@ -163,7 +234,8 @@ def on_recheck(
     """
     if state is None:
         return _unchanged(state)
-    replay = _replay_of_last(state, trigger_id)
+    key = trigger_key(trigger, trigger_id, view)
+    replay = _replay_of_last(state, key)
     if replay is not None:
         return replay
     if cert_no not in _subscribed(state.claimed) or not _accept_view(state, cert_no, view):
@@ -172,16 +244,26 @@ def on_recheck(
     state.views[cert_no] = view
     if state.pending:
         return Outcome(state, _decide_ready_checks(state, listing_id, now_ms))
-    evaluation = evaluate(state.claimed, state.category, state.views, at_ms)
+    state.clock_ms = max(state.clock_ms, at_ms)
+    evaluation = evaluate(state.claimed, state.category, state.views, state.clock_ms)
     action = recheck_action(state.live, evaluation)
     state.reasons, state.failing = evaluation.reasons, evaluation.failing_certs
     if action is None:
         return Outcome(state)
     state.live = evaluation.passes
     verdict = _verdict(
-        state, listing_id, state.claimed, evaluation, action, trigger, trigger_id, at_ms, now_ms
+        state,
+        listing_id,
+        state.claimed,
+        evaluation,
+        action,
+        trigger,
+        trigger_id,
+        key,
+        at_ms,
+        now_ms,
     )
-    state.last_verdict = verdict
+    state.last_verdict, state.last_key = verdict, key
     return Outcome(state, [verdict])
 
 
@@ -197,10 +279,11 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
     verdicts: list[Verdict] = []
     while state.pending:
         check = state.pending[0]
-        if any(c not in state.views for c in _subscribed(check.claimed)):
+        if any(c in state.awaiting or c not in state.views for c in _subscribed(check.claimed)):
             break  # decided in order: a later event never overtakes an earlier one
         state.pending.pop(0)
-        evaluation = evaluate(check.claimed, check.category, state.views, check.occurred_at)
+        state.clock_ms = max(state.clock_ms, check.occurred_at)
+        evaluation = evaluate(check.claimed, check.category, state.views, state.clock_ms)
         action = listing_event_action(evaluation)
         state.live = evaluation.passes
         state.reasons, state.failing = evaluation.reasons, evaluation.failing_certs
@@ -212,21 +295,34 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
             action,
             VerdictTrigger.LISTING_EVENT,
             check.event_id,
+            check.event_id,
             check.occurred_at,
             now_ms,
         )
-        state.last_verdict = verdict
+        state.last_verdict, state.last_key = verdict, check.event_id
         verdicts.append(verdict)
     return verdicts
 
 
-def _settle(state: ListingState) -> ListingState | None:
-    """Drop views nobody needs any more; a delisted listing with nothing pending is gone."""
+def _settle(state: ListingState) -> ListingState:
+    """Drop views nobody needs any more. A delisted listing with nothing pending keeps only a
+    tombstone: its recent event digests, so that a replay of its older events after a crash
+    cannot bring it back (it claims nothing, so nothing re-checks it)."""
     if state.delisted and not state.pending:
-        return None
+        return ListingState(
+            state.platform,
+            state.shop_id,
+            None,
+            claimed=(),
+            delisted=True,
+            recent_events=state.recent_events,
+            clock_ms=state.clock_ms,
+        )
     needed = _needed(state)
     for cert_no in [c for c in state.views if c not in needed]:
         del state.views[cert_no]
+    for cert_no in [c for c in state.awaiting if c not in needed]:
+        del state.awaiting[cert_no]
     return state
 
 
@@ -238,11 +334,12 @@ def _verdict(
     action: VerdictAction,
     trigger: VerdictTrigger,
     trigger_id: str,
+    key: str,
     event_time: int,
     now_ms: int,
 ) -> Verdict:
     return Verdict(
-        verdict_id=verdict_id(listing_id, trigger_id, action),
+        verdict_id=verdict_id(listing_id, key, action),
         listing_id=listing_id,
         platform=state.platform,
         shop_id=state.shop_id,

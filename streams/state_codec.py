@@ -29,7 +29,11 @@ def encode_listing(state: ListingState) -> bytes:
             "f": state.failing,
             "q": [[p.event_id, p.occurred_at, p.claimed, p.category] for p in state.pending],
             "lv": None if state.last_verdict is None else state.last_verdict.as_record(),
+            "lk": state.last_key,
             "d": state.delisted,
+            "re": state.recent_events,
+            "t": state.clock_ms,
+            "aw": state.awaiting,
         }
     )
 
@@ -50,7 +54,11 @@ def decode_listing(data: bytes) -> ListingState:
         failing=tuple(doc["f"]),
         pending=[PendingCheck(e, at, tuple(cl), cat) for e, at, cl, cat in doc["q"]],
         last_verdict=None if doc["lv"] is None else Verdict.from_record(doc["lv"]),
+        last_key=doc.get("lk"),
         delisted=doc["d"],
+        recent_events=tuple(doc.get("re", ())),
+        clock_ms=doc.get("t", 0),
+        awaiting=dict(doc.get("aw", {})),
     )
 
 

@@ -200,8 +200,10 @@ class Topology:
         state = self._listing_state(key)
         now = self.clock()
         match update:
-            case Answer(cert_no, view):
-                outcome = listing_side.on_certificate_answer(state, listing_id, cert_no, view, now)
+            case Answer(cert_no, view, token):
+                outcome = listing_side.on_certificate_answer(
+                    state, listing_id, cert_no, view, now, token
+                )
             case Recheck(cert_no, view, trigger, trigger_id, at_ms):
                 self.progress.counts["rechecks"] += 1
                 outcome = listing_side.on_recheck(
@@ -217,8 +219,9 @@ class Topology:
         self, key: bytes, listing_id: str, outcome: listing_side.Outcome
     ) -> None:
         for cert_no in outcome.subscribe:
+            subscribe = Subscribe(listing_id, outcome.tokens[cert_no])
             await self.certificate_commands.send(
-                key=cert_no.encode(), value=encode_command(Subscribe(listing_id))
+                key=cert_no.encode(), value=encode_command(subscribe)
             )
         for cert_no in outcome.unsubscribe:
             await self.certificate_commands.send(
@@ -264,10 +267,10 @@ class Topology:
         cert_no = key.decode()
         state = self._certificate_state(key)
         match command:
-            case Subscribe(listing_id):
+            case Subscribe(listing_id, token):
                 self.claims[claim_prefix(cert_no) + listing_id.encode()] = _CLAIMED
                 listing_key = listing_id.encode()
-                answer = Answer(cert_no, None if state is None else state.view)
+                answer = Answer(cert_no, None if state is None else state.view, token)
                 await self.listing_updates.send(key=listing_key, value=encode_update(answer))
                 late = certificate_side.late_expiry_recheck(state)
                 if late is not None:

@@ -18,9 +18,12 @@ from streams.model import CertificateStatus, CertView, VerdictTrigger
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Listing ``listing_id`` now claims the certificate (the message key)."""
+    """Listing ``listing_id`` now claims the certificate (the message key). ``token`` names
+    this subscription; its answer carries it back, so an answer to an older subscription,
+    read again after a crash, is not taken for this one's."""
 
     listing_id: str
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class Answer:
 
     cert_no: str
     view: CertView | None
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +77,8 @@ def view_from_json(data: Any) -> CertView:
 
 def encode_command(command: CertificateCommand) -> bytes:
     match command:
-        case Subscribe(listing_id):
-            return orjson.dumps(["S", listing_id])
+        case Subscribe(listing_id, token):
+            return orjson.dumps(["S", listing_id, token])
         case Unsubscribe(listing_id):
             return orjson.dumps(["U", listing_id])
         case Expire(at_ms):
@@ -84,11 +88,11 @@ def encode_command(command: CertificateCommand) -> bytes:
 def decode_command(data: bytes) -> CertificateCommand:
     try:
         match orjson.loads(data):
-            case ["S", str(listing_id)] if listing_id:
-                return Subscribe(listing_id)
+            case ["S", str(listing_id), str(token)] if listing_id:
+                return Subscribe(listing_id, token)
             case ["U", str(listing_id)] if listing_id:
                 return Unsubscribe(listing_id)
-            case ["E", int(at_ms)]:
+            case ["E", int(at_ms)] if not isinstance(at_ms, bool):
                 return Expire(at_ms)
     except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise MalformedBodyError(f"unreadable certificate command: {exc}") from None
@@ -97,8 +101,9 @@ def decode_command(data: bytes) -> CertificateCommand:
 
 def encode_update(update: ListingUpdate) -> bytes:
     match update:
-        case Answer(cert_no, view):
-            return orjson.dumps(["A", cert_no, None if view is None else view_to_json(view)])
+        case Answer(cert_no, view, token):
+            view_json = None if view is None else view_to_json(view)
+            return orjson.dumps(["A", cert_no, view_json, token])
         case Recheck(cert_no, view, trigger, trigger_id, at_ms):
             return orjson.dumps(["R", cert_no, view_to_json(view), str(trigger), trigger_id, at_ms])
 
@@ -106,10 +111,10 @@ def encode_update(update: ListingUpdate) -> bytes:
 def decode_update(data: bytes) -> ListingUpdate:
     try:
         match orjson.loads(data):
-            case ["A", str(cert_no), None]:
-                return Answer(cert_no, None)
-            case ["A", str(cert_no), list(view)]:
-                return Answer(cert_no, view_from_json(view))
+            case ["A", str(cert_no), None, str(token)]:
+                return Answer(cert_no, None, token)
+            case ["A", str(cert_no), list(view), str(token)]:
+                return Answer(cert_no, view_from_json(view), token)
             case ["R", str(cert_no), list(view), str(trigger), str(trigger_id), int(at_ms)]:
                 return Recheck(
                     cert_no, view_from_json(view), VerdictTrigger(trigger), trigger_id, at_ms

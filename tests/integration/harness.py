@@ -282,3 +282,184 @@ def running_guard(deployment: Deployment, workers: int = 1) -> Iterator[Guard]:
                 worker.stop()
         verdicts.close()
         deadletters.close()
+
+
+# -- fault tests (tests/integration/test_faults.py) -------------------------------------------
+
+# Faust reads these from the environment. A SIGKILLed worker never leaves its consumer group, so
+# its successor waits for the old member's session to expire: Faust's 60 s default would make
+# every restart of a fault test wait a minute. 10 s is the shortest the broker accepts with
+# margin (group.min.session.timeout.ms is 6 s).
+FAST_FAILOVER_ENV: Mapping[str, str] = {
+    "BROKER_SESSION_TIMEOUT": "10",
+    "BROKER_HEARTBEAT_INTERVAL": "1",
+    "BROKER_REBALANCE_TIMEOUT": "20",
+}
+
+
+class BackgroundFeed:
+    """Publishes batches of listing events and certificate changes on a thread, a pause between
+    batches, while the test kills and restarts things; ``join`` re-raises what the thread hit.
+
+    A batch is (certificate changes, listing events); changes go first within a batch.
+    """
+
+    def __init__(
+        self,
+        feed: Feed,
+        batches: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]],
+        pause: float = 0.5,
+    ) -> None:
+        self.sent_batches = 0
+        self._feed, self._batches, self._pause = feed, batches, pause
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for changes, events in self._batches:
+                if changes:
+                    self._feed.certificates(*changes)
+                if events:
+                    self._feed.listings(*events)
+                self.sent_batches += 1
+                time.sleep(self._pause)
+        except BaseException as exc:
+            self._error = exc
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float = 120.0) -> None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"feed still running after {timeout}s")
+        if self._error is not None:
+            raise AssertionError(f"feed failed: {self._error!r}") from self._error
+
+
+def wait_until_quiet(
+    watcher: TopicWatcher, quiet: float = 3.0, timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """Every record once none has arrived for ``quiet`` seconds; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last, quiet_since = -1, time.monotonic()
+    while time.monotonic() - quiet_since < quiet:
+        count = len(watcher.snapshot())
+        if count != last:
+            last, quiet_since = count, time.monotonic()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"records still arriving after {timeout}s ({count} so far)")
+        time.sleep(0.2)
+    return watcher.snapshot()
+
+
+def undecided_events(verdicts: list[dict[str, Any]], event_ids: set[str]) -> set[str]:
+    """The listing events that have no LISTING_EVENT verdict."""
+    decided = {v["trigger_id"] for v in verdicts if v["trigger"] == "LISTING_EVENT"}
+    return event_ids - decided
+
+
+def final_live(verdicts: list[dict[str, Any]]) -> dict[str, bool]:
+    """Each listing's state after its last verdict (verdicts of a listing are in topic order,
+    one partition per listing): ALLOW or RESTORE leave it live."""
+    return {v["listing_id"]: v["action"] in {"ALLOW", "RESTORE"} for v in verdicts}
+
+
+def verdict_id_conflicts(verdicts: list[dict[str, Any]]) -> dict[tuple[str, str, str], set[str]]:
+    """(listing_id, trigger_id, action) groups whose verdicts carry more than one verdict_id:
+    a duplicate must repeat the original's id, or consumers cannot de-duplicate."""
+    ids: dict[tuple[str, str, str], set[str]] = {}
+    for v in verdicts:
+        ids.setdefault((v["listing_id"], v["trigger_id"], v["action"]), set()).add(v["verdict_id"])
+    return {group: found for group, found in ids.items() if len(found) > 1}
+
+
+def duplicate_count(verdicts: list[dict[str, Any]]) -> int:
+    """How many verdicts repeat an earlier verdict_id (at-least-once redeliveries)."""
+    return len(verdicts) - len({v["verdict_id"] for v in verdicts})
+
+
+class StalledConsumer:
+    """A consumer of ``topic`` in group ``group`` that joins, is assigned partitions, fetches
+    one batch and then stops: it never polls or commits again. With ``freeze`` its event loop
+    is blocked too (a hung process: no heartbeats either, the broker keeps its connection);
+    without it, it stays a healthy-looking group member that simply never reads."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, *, freeze: bool) -> None:
+        self.assigned: set[TopicPartition] = set()
+        self._release = threading.Event()
+        self._joined = threading.Event()
+        self._error: BaseException | None = None
+        self._args = (bootstrap, topic, group, freeze)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        if not self._joined.wait(60):
+            raise AssertionError(f"stalled consumer never joined {group}: {self._error!r}")
+
+    async def _run(self) -> None:
+        bootstrap, topic, group, freeze = self._args
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=1,
+        )
+        try:
+            await consumer.start()
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)
+            self.assigned = set(consumer.assignment())
+            self._joined.set()
+            if freeze:
+                self._release.wait()  # blocks this thread's loop: no poll, no heartbeat
+            else:
+                while not self._release.is_set():
+                    await asyncio.sleep(0.1)  # the loop runs (heartbeats) but never fetches
+        except BaseException as exc:
+            self._error = exc
+            self._joined.set()
+        finally:
+            await consumer.stop()
+
+    def close(self) -> None:
+        self._release.set()
+        self._thread.join(30)
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, int, Any, Any]]:
+    """Every record of a topic as (partition, offset, key, value), raw, for diagnostics."""
+
+    async def run() -> list[tuple[int, int, Any, Any]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            records: list[tuple[int, int, Any, Any]] = []
+            behind = [tp for tp, end in ends.items() if end > 0]
+            while behind:
+                for messages in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend((m.partition, m.offset, m.key, m.value) for m in messages)
+                behind = [tp for tp in behind if await consumer.position(tp) < ends[tp]]
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def read_table(deployment: Deployment, table: str) -> dict[bytes, bytes]:
+    """A table as its changelog topic holds it (latest value per key; deleted keys left out),
+    for diagnosing a failed test: what the worker believed about each key."""
+    topic = dict(deployment.catalogue.changelogs)[table].name
+    values: dict[bytes, bytes | None] = {}
+    for _, _, key, value in read_topic(deployment.bootstrap, topic, deployment.partitions):
+        values[key] = value
+    return {k: v for k, v in values.items() if v is not None}

@@ -183,17 +183,18 @@ def test_events_arriving_while_pending_are_each_decided_in_order() -> None:
     assert set(outcome.state.views) == {B}  # A's view was only kept for E1
 
 
-def test_delisted_leaves_all_state_and_unsubscribes() -> None:
+def test_delisted_leaves_all_state_but_a_tombstone_and_unsubscribes() -> None:
     state = created_live(A, B)
     outcome = on_listing_event(state, event("E2", (), ListingEventType.DELISTED), T0)
-    assert outcome.state is None and outcome.verdicts == []
-    assert outcome.unsubscribe == [A, B]
-    assert (
-        on_recheck(
-            None, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0
-        ).verdicts
-        == []
-    )
+    assert outcome.verdicts == [] and outcome.unsubscribe == [A, B]
+    tomb = outcome.state
+    assert tomb is not None and tomb.delisted
+    assert (tomb.claimed, tomb.views, tomb.pending, tomb.last_verdict) == ((), {}, [], None)
+    change = VerdictTrigger.CERTIFICATE_CHANGE
+    assert on_recheck(tomb, LID, A, revoked(), change, "a2", T0, T0).verdicts == []
+    # A replay of the listing's older event after a crash does not bring it back.
+    replay = on_listing_event(tomb, event("E1", (A, B)), T0)
+    assert replay.verdicts == [] and replay.subscribe == [] and not replay.changed
 
 
 def test_delisted_while_pending_still_answers_the_pending_event_then_goes() -> None:
@@ -202,7 +203,7 @@ def test_delisted_while_pending_still_answers_the_pending_event_then_goes() -> N
     assert gone.state is not None and gone.unsubscribe == [A]
     outcome = on_certificate_answer(gone.state, LID, A, valid(), T0)
     assert [v.trigger_id for v in outcome.verdicts] == ["E1"]
-    assert outcome.state is None
+    assert outcome.state is not None and outcome.state.delisted and not outcome.state.views
 
 
 def test_older_certificate_versions_never_overwrite_newer_ones() -> None:
@@ -248,9 +249,10 @@ def test_expiry_is_decided_at_the_trigger_time() -> None:
     ]
 
 
-def test_duplicate_of_a_pending_event_is_absorbed() -> None:
+def test_duplicate_of_a_pending_event_asks_again_and_is_decided_once() -> None:
     first = on_listing_event(None, event("E1", (A,)), T0)
     again = on_listing_event(first.state, event("E1", (A,)), T0)
-    assert not again.changed and again.subscribe == [] and again.verdicts == []
+    # The first subscription may have died with a crash: it is sent again (idempotent there).
+    assert not again.changed and again.subscribe == [A] and again.verdicts == []
     outcome = on_certificate_answer(again.state, LID, A, valid(), T0)
     assert [v.trigger_id for v in outcome.verdicts] == ["E1"]

@@ -1,0 +1,356 @@
+"""Faults under load: killed workers, a restarted broker, a rebalance, a stalled consumer.
+
+The promise under test is at-least-once with idempotent outputs: every listing event gets a
+verdict, a duplicate carries the original's verdict_id, and each listing ends where the pure
+rules say for its last event and the certificates' last states, whatever happened on the way.
+Individual verdicts may differ between runs (see ``test_workers.run_scenario``); final states
+may not.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localkafka import LocalKafka
+from streams.model import CertificateStatus, CertView
+from streams.rules import evaluate
+from streams.state_codec import decode_listing
+from tests.builders import listing_event, status_change
+from tests.integration.harness import (
+    FAST_FAILOVER_ENV,
+    BackgroundFeed,
+    Deployment,
+    Guard,
+    StalledConsumer,
+    Worker,
+    duplicate_count,
+    final_live,
+    read_table,
+    read_topic,
+    running_guard,
+    undecided_events,
+    verdict_id_conflicts,
+    wait_until_quiet,
+)
+from topics.internal import Subscribe, Unsubscribe, decode_command, decode_update
+
+pytestmark = pytest.mark.timeout(240)
+
+# Known product defects these tests hit (deterministic reproductions, as strict xfails, in
+# tests/unit/test_properties.py): a replayed older event of a listing is applied again as new
+# and the newer events' replays are then skipped; a replayed event whose check is pending never
+# subscribes again. Non-strict: whether a run hits them depends on where the kill or the
+# rebalance lands. Remove the markers with the fix.
+REPLAY_DEFECTS = pytest.mark.xfail(
+    strict=False,
+    reason="listing-side replay defects: test_replay_of_two_events_of_a_listing_keeps_the_latest"
+    "_claim, test_replayed_pending_event_subscribes_again (tests/unit/test_properties.py)",
+)
+
+T0 = 1_790_000_000_000
+FAR = 30_000  # 2052: no certificate of these scenarios expires, so decision times do not matter
+UNKNOWN_CERT = "2019010907999999"  # never published: CERTIFICATE_NOT_FOUND
+
+Batch = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+@dataclass
+class Scenario:
+    """Certificate changes and listing events in batches, and where every listing must end."""
+
+    batches: list[Batch]
+    expected_live: dict[str, bool]
+
+    @property
+    def event_ids(self) -> set[str]:
+        return {e["event_id"] for _, events in self.batches for e in events}
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [e for _, events in self.batches for e in events]
+
+
+def scenario(seed: int, *, listings: int = 120, batches: int = 10, prefix: str = "L") -> Scenario:
+    """A fixed, seeded stream: every batch creates some listings, updates others (often twice
+    in a row, with other claims, so a replay re-reads several events of one listing) and
+    publishes new versions of some certificates."""
+    rng = random.Random(seed)
+    certs = [f"2019010907{n:06d}" for n in range(30)]
+    statuses = ["VALID"] * 3 + ["SUSPENDED", "REVOKED", "CANCELLED"]
+    versions = dict.fromkeys(certs, 1)
+    latest = {
+        c: status_change(c, rng.choice(statuses), 1, changed_at=T0, expires_on=FAR) for c in certs
+    }
+    out: list[Batch] = [(list(latest.values()), [])]
+    last_event: dict[str, dict[str, Any]] = {}
+    created = 0
+    event_no = 0
+    for batch in range(batches):
+        events: list[dict[str, Any]] = []
+
+        def emit(listing: str, kind: str, events: list[dict[str, Any]] = events) -> None:
+            nonlocal event_no
+            claimed = rng.sample([*certs, UNKNOWN_CERT], rng.choice([0, 1, 1, 1, 2, 3]))
+            event = listing_event(
+                listing,
+                claimed,
+                kind,
+                category=rng.choice(["0907", "0907", None]),
+                event_id=f"{prefix}-E{event_no}",
+                occurred_at=T0 + 1_000 * event_no,
+            )
+            event_no += 1
+            events.append(event)
+            last_event[listing] = event
+
+        for _ in range(listings // batches):
+            emit(f"{prefix}-{created:04d}", "CREATED")
+            created += 1
+        for listing in rng.sample(sorted(last_event), min(len(last_event), listings // 8)):
+            emit(listing, "UPDATED")
+            if rng.random() < 0.5:
+                emit(listing, "UPDATED")  # a second event of the same listing right behind
+        changes = []
+        for cert in rng.sample(certs, 5):
+            versions[cert] += 1
+            latest[cert] = status_change(
+                cert,
+                rng.choice(statuses),
+                versions[cert],
+                changed_at=T0 + 1_000 * event_no + batch,
+                expires_on=FAR,
+            )
+            changes.append(latest[cert])
+        out.append((changes, events))
+    views = {
+        cert: CertView(
+            CertificateStatus(c["status"]), c["version"], c["category_code"], c["expires_on"]
+        )
+        for cert, c in latest.items()
+    }
+    expected = {
+        listing: evaluate(e["cert_numbers"], e["category_code"], views, T0 + 10**9).passes
+        for listing, e in last_event.items()
+    }
+    return Scenario(out, expected)
+
+
+def settle(guard: Guard, event_ids: set[str], timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Every verdict once each event has one and the topic is quiet, or once nothing has been
+    decided for a while with events still undecided (those will not be: the test fails)."""
+    deadline = time.monotonic() + timeout
+    last, quiet_since = -1, time.monotonic()
+    while undecided_events(guard.verdicts.snapshot(), event_ids):
+        count = len(guard.verdicts.snapshot())
+        if count != last:
+            last, quiet_since = count, time.monotonic()
+        if time.monotonic() > deadline or time.monotonic() - quiet_since > 20:
+            break
+        time.sleep(0.2)
+    return wait_until_quiet(guard.verdicts, quiet=3.0, timeout=60.0)
+
+
+def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
+    """For a failure message: what the worker's tables and internal topics say about a few
+    listings (state, claim index, subscriptions sent and answers/re-checks received)."""
+    deployment = guard.deployment
+    catalogue = deployment.catalogue
+    table = read_table(deployment, "listings")
+    claims = set(read_table(deployment, "claims"))
+    commands = [
+        (key.decode(), decode_command(value))
+        for _, _, key, value in read_topic(
+            deployment.bootstrap, catalogue.certificate_commands.name, deployment.partitions
+        )
+    ]
+    updates = read_topic(
+        deployment.bootstrap, catalogue.listing_updates.name, deployment.partitions
+    )
+    states: dict[str, Any] = {}
+    for lid in sorted(listings)[:3]:
+        value = table.get(lid.encode())
+        state = None if value is None else decode_listing(value)
+        states[lid] = {
+            "state": state
+            and {
+                "claimed": state.claimed,
+                "views": sorted(state.views),
+                "pending": [(p.event_id, p.claimed) for p in state.pending],
+                "last": state.last_verdict and state.last_verdict.trigger_id,
+                "live": state.live,
+            },
+            "claim index": sorted(
+                k.split(b"\0")[0].decode() for k in claims if k.endswith(b"\0" + lid.encode())
+            ),
+            "commands": [
+                (cert, type(command).__name__)
+                for cert, command in commands
+                if isinstance(command, Subscribe | Unsubscribe) and command.listing_id == lid
+            ],
+            "updates": [
+                (update.cert_no, type(update).__name__)
+                for update in (decode_update(v) for _, _, k, v in updates if k == lid.encode())
+            ],
+        }
+    return states
+
+
+def check_outcome(
+    guard: Guard, verdicts: list[dict[str, Any]], expected: Scenario, workers: list[Worker]
+) -> None:
+    logs = "\n".join(f"--- worker {w.index} ---\n{w.log_tail(30)}" for w in workers)
+    undecided = undecided_events(verdicts, expected.event_ids)
+    if undecided:
+        owners = {e["listing_id"] for e in expected.events if e["event_id"] in undecided}
+        pytest.fail(
+            f"{len(undecided)} event(s) never decided: {sorted(undecided)[:20]}; their "
+            f"listings' states: {listing_states(guard, owners)}\n{logs}"
+        )
+    assert verdict_id_conflicts(verdicts) == {}
+    live = final_live(verdicts)
+    wrong = sorted(lid for lid, want in expected.expected_live.items() if live.get(lid) != want)
+    detail = {
+        lid: [(v["trigger_id"], v["action"]) for v in verdicts if v["listing_id"] == lid]
+        for lid in wrong[:5]
+    }
+    assert not wrong, (
+        f"{len(wrong)} listing(s) end in the wrong state, e.g. {detail}; "
+        f"expected {[expected.expected_live[lid] for lid in wrong[:5]]}\n{logs}"
+    )
+    # Nothing here is bad input: a dead letter would be a good record lost to a fault.
+    dead = [d["error"] for d in guard.deadletters.snapshot()]
+    assert dead == [], dead
+
+
+@contextmanager
+def stopping(workers: list[Worker]) -> Iterator[list[Worker]]:
+    """Workers a test starts itself (``running_guard`` only stops those it started)."""
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            if worker.alive:
+                worker.stop()
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_killed_worker_restarted_on_its_data_decides_everything_once_per_id(
+    kafka: str, tmp_path: Path
+) -> None:
+    """SIGKILL mid-stream, again while the restarted worker catches up, and once more with a
+    backlog: RocksDB state on disk is ahead of the committed offsets every time."""
+    plan = scenario(seed=101)
+    assert 0 < sum(plan.expected_live.values()) < len(plan.expected_live)
+    deployment = Deployment(kafka, tmp_path, extra_env=FAST_FAILOVER_ENV)
+    with running_guard(deployment) as guard, stopping([]) as restarted:
+        worker = guard.workers[0]
+        feed = BackgroundFeed(guard.feed, plan.batches, pause=1.0)
+
+        wait_for(lambda: feed.sent_batches >= 3, 60, "three batches")
+        worker.kill()  # 1: mid-stream
+        worker = Worker(deployment, 0).start()
+        restarted.append(worker)
+        time.sleep(1.5)
+        worker.kill()  # 2: while catching up on what arrived while it was down
+        worker = Worker(deployment, 0).start()
+        restarted.append(worker)
+        feed.join()
+        time.sleep(0.5)
+        worker.kill()  # 3: with the tail of the stream unprocessed or uncommitted
+        worker = Worker(deployment, 0).start()
+        restarted.append(worker)
+
+        verdicts = settle(guard, plan.event_ids)
+        check_outcome(guard, verdicts, plan, restarted)
+        assert worker.alive
+
+
+def test_worker_rides_out_a_broker_restart(
+    kafka: str, kafka_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """The broker stops (cleanly) while the worker is busy and comes back on the same port
+    and data: the same worker process reconnects, finishes what it had, and decides new
+    events."""
+    plan = scenario(seed=202, listings=60, batches=2, prefix="B")
+    before, after = plan.batches[:2], plan.batches[2:]
+    deployment = Deployment(kafka, tmp_path, extra_env=FAST_FAILOVER_ENV)
+    with running_guard(deployment) as guard:
+        [worker] = guard.workers
+        for changes, events in before:
+            guard.feed.certificates(*changes)
+            guard.feed.listings(*events)
+        kafka_broker.stop()  # the worker is still deciding the batch just sent
+        time.sleep(3)
+        kafka_broker.start()
+        for changes, events in after:
+            guard.feed.certificates(*changes)
+            guard.feed.listings(*events)
+        verdicts = settle(guard, plan.event_ids, timeout=120)
+        check_outcome(guard, verdicts, plan, [worker])
+        assert worker.alive, "the worker died instead of reconnecting"
+
+
+def test_a_worker_joining_and_leaving_mid_stream_loses_nothing(kafka: str, tmp_path: Path) -> None:
+    """Partitions move to a second worker and back while events flow."""
+    plan = scenario(seed=303, prefix="R")
+    deployment = Deployment(kafka, tmp_path, extra_env=FAST_FAILOVER_ENV)
+    with running_guard(deployment) as guard, stopping([]) as extra:
+        feed = BackgroundFeed(guard.feed, plan.batches, pause=1.0)
+        wait_for(lambda: feed.sent_batches >= 2, 60, "two batches")
+        second = Worker(deployment, 1).start()
+        extra.append(second)
+        wait_for(lambda: feed.sent_batches >= 6, 60, "six batches")
+        assert second.stop() == 0
+        feed.join()
+        verdicts = settle(guard, plan.event_ids)
+        check_outcome(guard, verdicts, plan, [guard.workers[0], second])
+        assert guard.workers[0].alive
+
+
+def test_stalled_verdict_consumers_do_not_slow_verification(kafka: str, tmp_path: Path) -> None:
+    """Two consumer groups on the verdict topic stop reading: one hung (its loop blocked, no
+    heartbeats), one idle (a healthy member that never polls nor commits). A burst of events is
+    still decided at full speed."""
+    plan = scenario(seed=404, listings=200, batches=1, prefix="S")
+    (certs, _), (changes, burst) = plan.batches
+    deployment = Deployment(kafka, tmp_path)
+    with running_guard(deployment) as guard:
+        guard.feed.certificates(*certs, *changes)
+        guard.feed.listings(listing_event("S-warm-up", [certs[0]["cert_no"]]))
+        guard.wait_verdicts("S-warm-up", timeout=60)
+        topic = deployment.catalogue.verdicts.name
+        hung = StalledConsumer(kafka, topic, f"{deployment.name}-hung", freeze=True)
+        idle = StalledConsumer(kafka, topic, f"{deployment.name}-idle", freeze=False)
+        try:
+            assert hung.assigned and idle.assigned
+            started = time.monotonic()
+            guard.feed.listings(*burst)
+            guard.verdicts.wait_for(
+                lambda v: v["trigger"] == "LISTING_EVENT" and v["listing_id"] != "S-warm-up",
+                count=len(burst),
+                timeout=60,
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            hung.close()
+            idle.close()
+        verdicts = wait_until_quiet(guard.verdicts)
+        check_outcome(guard, [v for v in verdicts if v["listing_id"] != "S-warm-up"], plan, [])
+        # 200 events in well under the time a blocked pipeline would take; generous for CI.
+        assert elapsed < 30, f"{len(burst)} events took {elapsed:.1f}s"
+        assert duplicate_count(verdicts) == 0
