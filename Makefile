@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: demo test lint tools unit integration install clean bench bench-quick
+.PHONY: demo test lint tools unit integration install clean bench bench-quick fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -57,3 +57,8 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m localkafka --fetch-only
 	$(BIN)/python -m bench --quick
+
+# A long property-based fuzz run of the codecs, validation, rules and replay (20,000 examples
+# per property; about half an hour). `make test` runs the same properties with a small budget.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/unit/test_properties.py
