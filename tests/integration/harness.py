@@ -270,14 +270,15 @@ def running_guard(deployment: Deployment, workers: int = 1) -> Iterator[Guard]:
     deadletters = TopicWatcher(
         deployment.bootstrap, catalogue.deadletter.name, "DeadLetter", deployment.partitions
     )
+    guard = Guard(deployment, started, Feed(deployment.bootstrap, catalogue), verdicts, deadletters)
     try:
         for index in range(workers):
             started.append(Worker(deployment, index).start())
-        yield Guard(
-            deployment, started, Feed(deployment.bootstrap, catalogue), verdicts, deadletters
-        )
+        yield guard
     finally:
-        for worker in started:
+        # Tests may replace guard.workers (a restarted worker): stop those too, or they outlive
+        # the session as orphan processes.
+        for worker in [*started, *guard.workers]:
             if worker.alive:
                 worker.stop()
         verdicts.close()
