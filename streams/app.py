@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import faust
 
@@ -82,11 +81,3 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
     metrics = install_web(app, [spec.name for spec in app.catalogue.consumed()])
     topology = Topology(app, settings, app.catalogue, AvroCodec(), metrics, clock)
     return app, topology
-
-
-def describe(app: Any) -> str:
-    """One line per topic for the start-up log."""
-    return "\n".join(
-        f"  {spec.name}: {spec.partitions} partitions, key {spec.key}"
-        for spec in app.catalogue.all()
-    )

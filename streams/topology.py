@@ -258,7 +258,7 @@ class Topology:
         decision = certificate_side.on_status_change(state, change)
         outcome = "stale" if decision.state is None and decision.fanout is None else "applied"
         self.metrics.certificate_changes.labels(outcome).inc()
-        await self._apply_certificate_decision(change.cert_no, decision)
+        await self._apply_certificate_decision(change.cert_no, state, decision)
 
     async def _on_command(self, key: bytes | None, value: bytes) -> None:
         command = decode_command(value)
@@ -279,7 +279,7 @@ class Topology:
                 self.claims.pop(claim_prefix(cert_no) + listing_id.encode(), None)
             case Expire(at_ms):
                 await self._apply_certificate_decision(
-                    cert_no, certificate_side.on_expiry(state, at_ms)
+                    cert_no, state, certificate_side.on_expiry(state, at_ms)
                 )
 
     def _certificate_state(self, key: bytes) -> certificate_side.CertState | None:
@@ -287,8 +287,13 @@ class Topology:
         return None if value is None else decode_certificate(value)
 
     async def _apply_certificate_decision(
-        self, cert_no: str, decision: certificate_side.CertDecision
+        self,
+        cert_no: str,
+        held: certificate_side.CertState | None,
+        decision: certificate_side.CertDecision,
     ) -> None:
+        """``held`` is the state the decision was made from; the decision's own state, when it
+        has one, replaces it."""
         key = cert_no.encode()
         if decision.state is not None:
             self.certificates[key] = encode_certificate(decision.state)
@@ -297,7 +302,7 @@ class Topology:
         await self._fan_out(decision.fanout)
         # Written only once every re-check is acknowledged: a crash before this line leaves
         # the fan-out marked unfinished, and the replayed trigger runs it again.
-        state = self._certificate_state(key)
+        state = decision.state or held
         if state is not None and not state.fanout_done:
             self.certificates[key] = encode_certificate(certificate_side.mark_fanout_done(state))
 
