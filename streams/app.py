@@ -7,6 +7,7 @@ from pathlib import Path
 
 import faust
 
+from streams.faust_adapter import wait_for_changelog_on_flush
 from streams.settings import Settings
 from streams.topology import Clock, Topology, wall_clock_ms
 from streams.web import install_web
@@ -33,6 +34,7 @@ class GuardApp(faust.App):
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
+        wait_for_changelog_on_flush(self)
         connection = self.kafka_connection
         log.info("Kafka %s (%s)", connection.bootstrap_servers, connection.describe())
         created = await ensure_topics(connection, self.catalogue.all())

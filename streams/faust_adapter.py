@@ -1,5 +1,16 @@
 """The one place that touches Faust internals, and why.
 
+Commits after changelogs: a table write is handed to the producer through Faust's
+``ProducerBuffer`` (a queue drained by a task). Before committing input offsets Faust flushes
+that buffer, but ``ProducerBuffer.flush`` gives up when no message went out within 0.1 s and
+returns while the last message taken off the queue is still on its way to aiokafka. Offsets
+were then committed ahead of the state changes they caused; a crash lost those changes for
+good (found by the kill test: listings recovered to older state and re-emitted older verdicts).
+``wait_for_changelog_on_flush`` makes the flush also wait for every buffered write's ack.
+
+Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
+``completed`` event and the app's ``rebalancing`` flag together say it.
+
 Faust tables are key-value maps with no range or prefix scan. The claim index is stored as one
 key per (certificate, listing) pair so that a new claim costs O(1) however many listings claim
 the certificate; a re-check must then find every key starting with the certificate's prefix.
@@ -10,6 +21,7 @@ scanned in full: fine for thousands of claims, not for production sizes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,3 +59,42 @@ def estimate_key_count(table: Any) -> int:
             for db in store._dbs_for_actives()
         )
     return len(store.data)
+
+
+def is_ready(app: Any) -> bool:
+    """Partitions assigned and every table recovered: the worker is processing."""
+    recovery = app.tables.recovery
+    return bool(recovery.completed.is_set() and not app.rebalancing)
+
+
+def wait_for_changelog_on_flush(app: Any) -> None:
+    """Make the producer's flush, which precedes every offset commit, wait until each table
+    write handed to Faust's producer buffer is acknowledged by the broker (see above)."""
+    buffer = app.producer.buffer
+    unacked: set[asyncio.Future[Any]] = set()
+    failures: list[BaseException] = []
+    put, flush = buffer.put, buffer.flush
+
+    def settled(fut: asyncio.Future[Any]) -> None:
+        unacked.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            failures.append(fut.exception())  # type: ignore[arg-type]
+
+    def put_tracked(fut: asyncio.Future[Any]) -> None:
+        unacked.add(fut)
+        fut.add_done_callback(settled)
+        put(fut)
+
+    async def flush_until_acked() -> None:
+        await flush()
+        # Not while stopping: the producer may already be closed, and Faust's own flush gives
+        # up there too (the uncommitted input is read again after the restart).
+        while unacked and not buffer.should_stop:
+            await asyncio.wait(list(unacked), timeout=1.0)
+        if failures:
+            # Before the commit: the worker stops and the input is read again, rather than
+            # committing past a state change that never reached the changelog.
+            raise failures[0]
+
+    buffer.put = put_tracked
+    buffer.flush = flush_until_acked

@@ -16,12 +16,8 @@ from typing import Any
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from streams.faust_adapter import is_ready
 from streams.metrics import ConsumerLagCollector, GuardMetrics
-
-
-def is_ready(app: Any) -> bool:
-    recovery = app.tables.recovery
-    return bool(recovery.completed.is_set() and not app.rebalancing)
 
 
 def install_web(app: Any, consumed_topics: Iterable[str]) -> GuardMetrics:
