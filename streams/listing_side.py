@@ -49,6 +49,19 @@ class PendingCheck:
 
 
 @dataclass(slots=True)
+class DecidedEvent:
+    """What a listing event's verdict said, kept for a replay of the event to say it again."""
+
+    digest: str  # event_digest of the event
+    action: VerdictAction
+    reasons: tuple[VerdictReason, ...]
+    failing: tuple[str, ...]
+    claimed: tuple[str, ...]
+    occurred_at: int
+    decided_at: int
+
+
+@dataclass(slots=True)
 class ListingState:
     platform: str
     shop_id: str
@@ -78,6 +91,10 @@ class ListingState:
     clock_ms: int = 0
     # Certificates whose answer is awaited, with the token of the subscription that asked.
     awaiting: dict[str, str] = field(default_factory=dict)
+    # The verdicts of the latest decided events, newest last. The state is written before the
+    # verdicts are sent, so after a crash it can hold decisions whose verdicts never reached
+    # the broker; the events are read again, and each one's verdict is said again from here.
+    decided: list[DecidedEvent] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -91,6 +108,9 @@ class Outcome:
 
 
 RECENT_EVENTS = 16
+# Verdicts kept for replays: the events of one listing between two offset commits (every few
+# seconds) that a crash can leave unsent. Each costs ~100 bytes in every changelog write.
+RECENT_VERDICTS = 8
 
 
 def event_digest(event_id: str) -> str:
@@ -130,19 +150,59 @@ def _replay_of_last(state: ListingState, key: str) -> Outcome | None:
 
 
 def _replayed_event(state: ListingState, event: ListingEvent) -> Outcome:
-    """An event this listing has already applied, read again after a crash.
+    """An event this listing has already applied, read again after a crash: never applied
+    twice (that would undo newer events).
 
-    Its verdict is re-emitted when it is the last one. If its check is still pending, the
-    subscriptions it awaits are sent again: the state may have reached disk while they died in
-    the producer's buffer. A certificate no longer claimed is subscribed and unsubscribed again
-    (same partition, in order), so the check gets its answer and the index stays right."""
-    replay = _replay_of_last(state, event.event_id)
-    if replay is not None:
-        return replay
+    Its verdict is said again, same verdict_id: the state may have reached disk while the
+    verdict died in the producer's buffer. If its check is still pending, the subscriptions it
+    awaits are sent again, for the same reason."""
+    digest = event_digest(event.event_id)
+    decided = next((d for d in reversed(state.decided) if d.digest == digest), None)
+    if decided is not None:
+        verdict = _said_again(state, event, decided)
+        latest = state.last_verdict
+        # An older decision said again is followed by the latest one again, so the listing's
+        # last verdict on the topic is always its current decision.
+        if latest is None or latest.verdict_id == verdict.verdict_id:
+            return _unchanged(state, [verdict])
+        return _unchanged(state, [verdict, latest])
     check = next((c for c in state.pending if c.event_id == event.event_id), None)
     if check is None:
-        return _unchanged(state)  # an older, decided event: applying it again would undo newer
-    awaited = [c for c in _subscribed(check.claimed) if c in state.awaiting]
+        return _unchanged(state)  # decided so long ago that its verdict went out long ago
+    return _ask_again(state, [c for c in _subscribed(check.claimed) if c in state.awaiting])
+
+
+def _said_again(state: ListingState, event: ListingEvent, decided: DecidedEvent) -> Verdict:
+    return Verdict(
+        verdict_id=verdict_id(event.listing_id, event.event_id, decided.action),
+        listing_id=event.listing_id,
+        platform=state.platform,
+        shop_id=state.shop_id,
+        action=decided.action,
+        reasons=decided.reasons,
+        cert_numbers=decided.claimed,
+        failing_certs=decided.failing,
+        trigger=VerdictTrigger.LISTING_EVENT,
+        trigger_id=event.event_id,
+        event_time=decided.occurred_at,
+        decided_at=decided.decided_at,
+    )
+
+
+def reask(state: ListingState) -> Outcome:
+    """Ask again for every answer the listing still awaits.
+
+    The safety net under at-least-once delivery: however a subscription or its answer was lost
+    (a crash between a state write and a send, a partition moving mid-flight), asking again
+    with the same token gets an answer the listing accepts. Re-asking is harmless: the claim
+    index entry is written again, and a second answer to one subscription is stale."""
+    return _ask_again(state, sorted(state.awaiting))
+
+
+def _ask_again(state: ListingState, awaited: list[str]) -> Outcome:
+    """Subscribe again to ``awaited`` with their tokens. A certificate no longer claimed is
+    subscribed and unsubscribed again (same partition, in order), so the check gets its answer
+    and the claim index stays right."""
     claimed_now = set(_subscribed(state.claimed))
     return Outcome(
         state,
@@ -300,6 +360,18 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
             now_ms,
         )
         state.last_verdict, state.last_key = verdict, check.event_id
+        state.decided = [
+            *state.decided[-(RECENT_VERDICTS - 1) :],
+            DecidedEvent(
+                event_digest(check.event_id),
+                action,
+                verdict.reasons,
+                verdict.failing_certs,
+                check.claimed,
+                check.occurred_at,
+                now_ms,
+            ),
+        ]
         verdicts.append(verdict)
     return verdicts
 
@@ -317,6 +389,7 @@ def _settle(state: ListingState) -> ListingState:
             delisted=True,
             recent_events=state.recent_events,
             clock_ms=state.clock_ms,
+            decided=state.decided,
         )
     needed = _needed(state)
     for cert_no in [c for c in state.views if c not in needed]:

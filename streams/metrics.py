@@ -144,6 +144,12 @@ class GuardMetrics:
             "Certificates the expiry sweep found past their validity.",
             registry=registry,
         )
+        self.reasks = Counter(
+            "ccc_guard_reasks_total",
+            "Certificate answers asked for again because a listing check waited too long "
+            "(each one means a subscription or answer was lost on the way).",
+            registry=registry,
+        )
         self.expiry_takedowns = Counter(
             "ccc_guard_expiry_takedowns_total",
             "Listings taken down because a certificate expired.",

@@ -304,6 +304,13 @@ class Settings:
         _positive_float,
         "How often the certificate side looks for certificates past their valid-until day.",
     )
+    reask_after_s: float = _setting(
+        "CCC_REASK_AFTER_SECONDS",
+        "30",
+        _positive_float,
+        "A listing check still awaiting a certificate's answer after this long asks again "
+        "(a safety net: each re-ask is counted in ccc_guard_reasks_total).",
+    )
     progress_interval_s: float = _setting(
         "CCC_PROGRESS_INTERVAL_SECONDS",
         "30",

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from streams.certificate_side import CertState
-from streams.listing_side import ListingState, PendingCheck
-from streams.model import CertView, Verdict, VerdictReason
+from streams.listing_side import DecidedEvent, ListingState, PendingCheck
+from streams.model import CertView, Verdict, VerdictAction, VerdictReason
 from topics.internal import view_from_json, view_to_json
 
 
@@ -33,9 +33,15 @@ def encode_listing(state: ListingState) -> bytes:
             "d": state.delisted,
             "re": state.recent_events,
             "t": state.clock_ms,
+            "dv": [_decided_to_json(d) for d in state.decided],
             "aw": state.awaiting,
         }
     )
+
+
+def _decided_to_json(d: DecidedEvent) -> list[object]:
+    reasons = [str(r) for r in d.reasons]
+    return [d.digest, str(d.action), reasons, d.failing, d.claimed, d.occurred_at, d.decided_at]
 
 
 def decode_listing(data: bytes) -> ListingState:
@@ -59,7 +65,31 @@ def decode_listing(data: bytes) -> ListingState:
         recent_events=tuple(doc.get("re", ())),
         clock_ms=doc.get("t", 0),
         awaiting=dict(doc.get("aw", {})),
+        decided=[
+            DecidedEvent(
+                digest,
+                VerdictAction(action),
+                tuple(VerdictReason(r) for r in reasons),
+                tuple(failing),
+                tuple(claimed),
+                occurred_at,
+                decided_at,
+            )
+            for digest, action, reasons, failing, claimed, occurred_at, decided_at in doc.get(
+                "dv", ()
+            )
+        ],
     )
+
+
+_NOTHING_AWAITED = b'"aw":{}}'  # "aw" is the last key encode_listing writes
+
+
+def may_await_answers(data: bytes) -> bool:
+    """Whether an encoded listing state may be awaiting certificate answers, without decoding
+    it: a scan over every listing after a rebalance stays cheap. False only when it is
+    certainly not; a True is confirmed by decoding."""
+    return not data.endswith(_NOTHING_AWAITED)
 
 
 def encode_certificate(state: CertState) -> bytes:

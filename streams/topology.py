@@ -32,14 +32,16 @@ from faust.exceptions import FaustError
 
 from streams import certificate_side, listing_side, validation
 from streams.errors import InvalidRecordError, RejectedRecordError
-from streams.faust_adapter import estimate_key_count, iter_keys_with_prefix
+from streams.faust_adapter import estimate_key_count, is_ready, iter_keys_with_prefix
 from streams.metrics import GuardMetrics
+from streams.reask import AwaitingTracker
 from streams.settings import Settings
 from streams.state_codec import (
     decode_certificate,
     decode_listing,
     encode_certificate,
     encode_listing,
+    may_await_answers,
 )
 from topics.catalogue import Catalogue, TopicSpec
 from topics.codecs import AvroCodec
@@ -66,6 +68,9 @@ Handler = Callable[[bytes | None, bytes], Awaitable[None]]  # (key, value) of on
 _CLAIM_SEPARATOR = b"\x00"
 # Faust's in-memory store drops keys whose recovered value is falsy, so never store b"".
 _CLAIMED = b"1"
+# Re-asks per round of the re-ask timer: enough to heal a bad crash within minutes, few enough
+# that a worker merely behind on its answers is not buried under duplicates.
+_REASKS_PER_ROUND = 1000
 # Larger payloads are cut in dead letters so the dead letter itself still fits a Kafka record.
 _MAX_DEAD_LETTER_PAYLOAD = 512 * 1024
 
@@ -146,6 +151,12 @@ class Topology:
         app.timer(settings.expiry_sweep_interval_s, name="expiry-sweep")(self.expiry_sweep)
         app.timer(settings.progress_interval_s, name="progress")(self._log_progress)
 
+        self.awaiting = AwaitingTracker(settings.reask_after_s)
+        self._rescan_awaiting = False
+        # mode's handler type names a generic signal parameter mypy cannot match to any method.
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
+        app.timer(settings.reask_after_s, name="reask")(self.reask_stalled)
+
     # -- declarations ------------------------------------------------------------------------
 
     def _topic(self, *specs: TopicSpec) -> Any:
@@ -218,6 +229,21 @@ class Topology:
     async def _apply_listing_outcome(
         self, key: bytes, listing_id: str, outcome: listing_side.Outcome
     ) -> None:
+        await self._send_subscriptions(listing_id, outcome)
+        if outcome.changed:
+            if outcome.state is None:
+                self.listings.pop(key, None)
+            else:
+                self.listings[key] = encode_listing(outcome.state)
+            self.awaiting.track(key, outcome.state is not None and bool(outcome.state.awaiting))
+        for verdict in outcome.verdicts:
+            self.progress.counts[f"verdicts_{verdict.action.lower()}"] += 1
+            await self.verdicts.send(
+                key=key, value=self.codec.encode("ListingVerdict", verdict.as_record())
+            )
+            self.metrics.verdict(verdict, self.clock())
+
+    async def _send_subscriptions(self, listing_id: str, outcome: listing_side.Outcome) -> None:
         for cert_no in outcome.subscribe:
             subscribe = Subscribe(listing_id, outcome.tokens[cert_no])
             await self.certificate_commands.send(
@@ -227,17 +253,50 @@ class Topology:
             await self.certificate_commands.send(
                 key=cert_no.encode(), value=encode_command(Unsubscribe(listing_id))
             )
-        if outcome.changed:
-            if outcome.state is None:
-                self.listings.pop(key, None)
-            else:
-                self.listings[key] = encode_listing(outcome.state)
-        for verdict in outcome.verdicts:
-            self.progress.counts[f"verdicts_{verdict.action.lower()}"] += 1
-            await self.verdicts.send(
-                key=key, value=self.codec.encode("ListingVerdict", verdict.as_record())
+
+    async def _on_rebalance_complete(self, sender: Any, **kwargs: Any) -> None:
+        # Listings recovered from the changelog may await answers this worker never asked
+        # for; the next re-ask round finds them (a signal handler must not hold recovery up).
+        self._rescan_awaiting = True
+
+    async def reask_stalled(self) -> None:
+        """Ask again for certificate answers listing checks have awaited too long.
+
+        A timer may not write tables, and needs not: asking again is only sending the
+        subscriptions the listing state already records, with their tokens."""
+        if not is_ready(self.app):
+            return
+        if self._rescan_awaiting:
+            self._rescan_awaiting = False
+            started = time.monotonic()
+            self.awaiting.replace(k for k, v in self.listings.items() if may_await_answers(v))
+            log.info(
+                "%d listing(s) await certificate answers after the rebalance (scan took %.2fs)",
+                len(self.awaiting),
+                time.monotonic() - started,
             )
-            self.metrics.verdict(verdict, self.clock())
+        asked, listings = 0, 0
+        for key in self.awaiting.due(_REASKS_PER_ROUND):
+            value = self.listings.get(key)
+            state = None if value is None else decode_listing(value)
+            if state is None or not state.awaiting:
+                self.awaiting.track(key, awaiting=False)
+                continue
+            outcome = listing_side.reask(state)
+            await self._send_subscriptions(key.decode(), outcome)
+            self.awaiting.asked(key)
+            asked, listings = asked + len(outcome.subscribe), listings + 1
+        if asked:
+            self.metrics.reasks.inc(asked)
+            self.progress.counts["reasks"] += asked
+            log.warning(
+                "asked again for %d certificate answer(s) of %d listing(s) that waited over "
+                "%.0fs (%d still awaiting)",
+                asked,
+                listings,
+                self.settings.reask_after_s,
+                len(self.awaiting),
+            )
 
     # -- certificate side --------------------------------------------------------------------
 

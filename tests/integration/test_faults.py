@@ -20,14 +20,17 @@ from typing import Any
 import pytest
 
 from localkafka import LocalKafka
+from streams.listing_side import ListingState, PendingCheck, event_digest
 from streams.model import CertificateStatus, CertView
 from streams.rules import evaluate
-from streams.state_codec import decode_listing
+from streams.state_codec import decode_listing, encode_listing
+from streams.topology import claim_prefix
 from tests.builders import listing_event, status_change
 from tests.integration.harness import (
     FAST_FAILOVER_ENV,
     BackgroundFeed,
     Deployment,
+    Feed,
     Guard,
     StalledConsumer,
     Worker,
@@ -186,6 +189,7 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
                 "claimed": state.claimed,
                 "views": sorted(state.views),
                 "pending": [(p.event_id, p.claimed) for p in state.pending],
+                "awaiting": state.awaiting,
                 "last": state.last_verdict and state.last_verdict.trigger_id,
                 "live": state.live,
             },
@@ -193,12 +197,12 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
                 k.split(b"\0")[0].decode() for k in claims if k.endswith(b"\0" + lid.encode())
             ),
             "commands": [
-                (cert, type(command).__name__)
+                (cert, type(command).__name__, getattr(command, "token", None))
                 for cert, command in commands
                 if isinstance(command, Subscribe | Unsubscribe) and command.listing_id == lid
             ],
             "updates": [
-                (update.cert_no, type(update).__name__)
+                (update.cert_no, type(update).__name__, getattr(update, "token", None))
                 for update in (decode_update(v) for _, _, k, v in updates if k == lid.encode())
             ],
         }
@@ -220,7 +224,11 @@ def check_outcome(
     live = final_live(verdicts)
     wrong = sorted(lid for lid, want in expected.expected_live.items() if live.get(lid) != want)
     detail = {
-        lid: [(v["trigger_id"], v["action"]) for v in verdicts if v["listing_id"] == lid]
+        lid: [
+            (v["trigger_id"], v["action"], v["decided_at"] % 100_000)
+            for v in verdicts
+            if v["listing_id"] == lid
+        ]
         for lid in wrong[:5]
     }
     assert not wrong, (
@@ -358,3 +366,36 @@ def test_stalled_verdict_consumers_do_not_slow_verification(kafka: str, tmp_path
         # 200 events in well under the time a blocked pipeline would take; generous for CI.
         assert elapsed < 30, f"{len(burst)} events took {elapsed:.1f}s"
         assert duplicate_count(verdicts) == 0
+
+
+def test_a_check_left_awaiting_a_lost_answer_asks_again(kafka: str, tmp_path: Path) -> None:
+    """The safety net under every fault above: a listing state (recovered from its changelog)
+    awaits the answer to a subscription that was lost. The worker finds it after recovery, asks
+    again with the same token, indexes the claim and decides the check."""
+    cert = "2019010907000001"
+    deployment = Deployment(kafka, tmp_path, extra_env={"CCC_REASK_AFTER_SECONDS": "1"})
+    deployment.create_topics()
+    catalogue = deployment.catalogue
+    feed = Feed(kafka, catalogue)
+    feed.certificates(status_change(cert, "VALID", 1, changed_at=T0, expires_on=FAR))
+    token = event_digest("E-lost")
+    lost = ListingState(
+        "jd",
+        "S-1",
+        "0907",
+        claimed=(cert,),
+        pending=[PendingCheck("E-lost", T0, (cert,), "0907")],
+        recent_events=(token,),
+        awaiting={cert: token},
+    )
+    changelog = dict(catalogue.changelogs)["listings"].name
+    # Keyed like the listing events, so the default partitioner puts it where Faust would.
+    feed.raw(changelog, b"L-lost", encode_listing(lost))
+
+    with running_guard(deployment) as guard:
+        [verdict] = guard.wait_verdicts("L-lost", timeout=60)
+        assert (verdict["trigger_id"], verdict["action"]) == ("E-lost", "ALLOW")
+        assert claim_prefix(cert) + b"L-lost" in read_table(deployment, "claims")
+        assert "asked again for 1 certificate answer(s) of 1 listing(s)" in (
+            guard.workers[0].log_tail(200)
+        )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from streams.listing_side import (
+    RECENT_VERDICTS,
     ListingState,
     Outcome,
     on_certificate_answer,
     on_listing_event,
     on_recheck,
+    reask,
 )
 from streams.model import (
     CertificateStatus,
@@ -192,9 +194,11 @@ def test_delisted_leaves_all_state_but_a_tombstone_and_unsubscribes() -> None:
     assert (tomb.claimed, tomb.views, tomb.pending, tomb.last_verdict) == ((), {}, [], None)
     change = VerdictTrigger.CERTIFICATE_CHANGE
     assert on_recheck(tomb, LID, A, revoked(), change, "a2", T0, T0).verdicts == []
-    # A replay of the listing's older event after a crash does not bring it back.
+    # A replay of the listing's older event after a crash does not bring it back; its verdict,
+    # which the crash may have lost, is said again.
     replay = on_listing_event(tomb, event("E1", (A, B)), T0)
-    assert replay.verdicts == [] and replay.subscribe == [] and not replay.changed
+    assert [(v.trigger_id, v.action) for v in replay.verdicts] == [("E1", VerdictAction.ALLOW)]
+    assert replay.subscribe == [] and not replay.changed
 
 
 def test_delisted_while_pending_still_answers_the_pending_event_then_goes() -> None:
@@ -256,3 +260,54 @@ def test_duplicate_of_a_pending_event_asks_again_and_is_decided_once() -> None:
     assert not again.changed and again.subscribe == [A] and again.verdicts == []
     outcome = on_certificate_answer(again.state, LID, A, valid(), T0)
     assert [v.trigger_id for v in outcome.verdicts] == ["E1"]
+
+
+def test_reask_repeats_every_awaited_subscription_with_its_token() -> None:
+    first = on_listing_event(None, event("E1", (A, B)), T0)
+    dropped = on_listing_event(first.state, event("E2", (B,), ListingEventType.UPDATED), T0)
+    assert dropped.unsubscribe == [A]  # A is still awaited: E1's check needs it
+    assert dropped.state is not None
+    again = reask(dropped.state)
+    assert not again.changed and again.verdicts == []
+    assert sorted(again.subscribe) == sorted([A, B]) and again.tokens == first.tokens
+    assert again.unsubscribe == [A]  # asked for E1's sake only: the claim index stays right
+    outcome = answered(again, (A, valid()), (B, valid()))
+    assert [v.trigger_id for v in outcome.verdicts] == ["E1", "E2"]
+    assert outcome.state is not None and reask(outcome.state).subscribe == []
+
+
+def test_a_second_answer_to_a_reasked_subscription_is_stale() -> None:
+    first = on_listing_event(None, event("E1", (A,)), T0)
+    token = first.tokens[A]
+    once = on_certificate_answer(first.state, LID, A, valid(), T0, token)
+    twice = on_certificate_answer(once.state, LID, A, revoked(), T0, token)
+    assert [v.action for v in once.verdicts] == [VerdictAction.ALLOW]
+    assert not twice.changed and twice.verdicts == []
+
+
+def test_a_replayed_older_event_says_its_verdict_again_then_the_latest() -> None:
+    state = created_live(A)
+    first = on_listing_event(None, event("E1", (A,)), T0)
+    original = answered(first, (A, valid())).verdicts[0]
+    blocked = on_listing_event(state, event("E2", (), ListingEventType.UPDATED), T0)
+    [latest] = blocked.verdicts
+    replay = on_listing_event(blocked.state, event("E1", (A,)), T0)
+    # E1's verdict may have died with a crash: the same verdict again (same id, same content),
+    # then E2's, so the topic's last word on the listing is still its current decision.
+    assert replay.verdicts == [original, latest] and not replay.changed
+    assert on_listing_event(blocked.state, event("E2", ()), T0).verdicts == [latest]
+
+
+def test_only_the_latest_verdicts_are_kept_for_replays() -> None:
+    outcome = on_listing_event(None, event("E0", ()), T0)
+    for n in range(1, RECENT_VERDICTS + 3):
+        outcome = on_listing_event(outcome.state, event(f"E{n}", ()), T0 + n)
+    assert outcome.state is not None
+    assert len(outcome.state.decided) == RECENT_VERDICTS
+    assert on_listing_event(outcome.state, event("E0", ()), T0).verdicts == []
+    assert [
+        v.trigger_id for v in on_listing_event(outcome.state, event("E5", ()), T0).verdicts
+    ] == [
+        "E5",
+        f"E{RECENT_VERDICTS + 2}",
+    ]
