@@ -187,7 +187,7 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
             "state": state
             and {
                 "claimed": state.claimed,
-                "views": sorted(state.views),
+                "views": {c: v and (str(v.status), v.version) for c, v in state.views.items()},
                 "pending": [(p.event_id, p.claimed) for p in state.pending],
                 "awaiting": state.awaiting,
                 "last": state.last_verdict and state.last_verdict.trigger_id,
@@ -202,7 +202,12 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
                 if isinstance(command, Subscribe | Unsubscribe) and command.listing_id == lid
             ],
             "updates": [
-                (update.cert_no, type(update).__name__, getattr(update, "token", None))
+                (
+                    update.cert_no,
+                    type(update).__name__,
+                    getattr(update, "token", None) or getattr(update, "trigger_id", None),
+                    update.view and (str(update.view.status), update.view.version),
+                )
                 for update in (decode_update(v) for _, _, k, v in updates if k == lid.encode())
             ],
         }
@@ -233,7 +238,8 @@ def check_outcome(
     }
     assert not wrong, (
         f"{len(wrong)} listing(s) end in the wrong state, e.g. {detail}; "
-        f"expected {[expected.expected_live[lid] for lid in wrong[:5]]}\n{logs}"
+        f"expected {[expected.expected_live[lid] for lid in wrong[:5]]}; "
+        f"their states: {listing_states(guard, set(wrong))}\n{logs}"
     )
     # Nothing here is bad input: a dead letter would be a good record lost to a fault.
     dead = [d["error"] for d in guard.deadletters.snapshot()]
