@@ -7,7 +7,7 @@ from pathlib import Path
 
 import faust
 
-from streams.faust_adapter import ack_only_in_current_generation, wait_for_changelog_on_flush
+from streams.faust_adapter import ProcessedAcks, wait_for_changelog_on_flush
 from streams.settings import Settings
 from streams.topology import Clock, Topology, wall_clock_ms
 from streams.web import install_web
@@ -32,11 +32,12 @@ class GuardApp(faust.App):
     guard_settings: Settings
     catalogue: Catalogue
     kafka_connection: KafkaConnection
+    processed_acks: ProcessedAcks
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         wait_for_changelog_on_flush(self)
-        ack_only_in_current_generation(self)
+        self.processed_acks.install(self)
         connection = self.kafka_connection
         log.info("Kafka %s (%s)", connection.bootstrap_servers, connection.describe())
         created = await ensure_topics(connection, self.catalogue.all())
@@ -83,5 +84,8 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
     app.kafka_connection = connection
     app.catalogue = build_catalogue(settings)
     metrics = install_web(app, [spec.name for spec in app.catalogue.consumed()])
-    topology = Topology(app, settings, app.catalogue, AvroCodec(), metrics, clock)
+    app.processed_acks = ProcessedAcks()
+    topology = Topology(
+        app, settings, app.catalogue, AvroCodec(), metrics, app.processed_acks, clock
+    )
     return app, topology

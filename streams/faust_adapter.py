@@ -8,12 +8,13 @@ were then committed ahead of the state changes they caused; a crash lost those c
 good (found by the kill test: listings recovered to older state and re-emitted older verdicts).
 ``wait_for_changelog_on_flush`` makes the flush also wait for every buffered write's ack.
 
-No ack for a skipped event: during a rebalance Faust's stream drops events it fetched before
-(flow control suspended, or fetched in an older consumer generation) without processing them,
-but still acks them, so the next commit could pass them and nobody would ever process them
-(found by the rebalance test: subscriptions neither indexed nor answered).
-``ack_only_in_current_generation`` refuses those acks; the events are read again after the
-rebalance, from the committed offset, like any uncommitted event.
+Acks only for processed events: Faust acks an event when its stream moves past it, whether or
+not the agent finished it. During a rebalance the stream drops events fetched before it
+(flow control suspended, or an older consumer generation) unprocessed, but acks them; an agent
+cancelled while stopping acks the event it was in the middle of. A commit could then pass
+events nobody processed (found by the rebalance test: subscriptions neither indexed nor
+answered, certificate changes never re-checked). ``ProcessedAcks`` lets through only the acks
+of events the agent marked finished; the others are read again from the committed offset.
 
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
@@ -68,21 +69,27 @@ def estimate_key_count(table: Any) -> int:
     return len(store.data)
 
 
-def ack_only_in_current_generation(app: Any) -> None:
-    """Refuse acks while a rebalance is under way or for messages of an older generation: an
-    unprocessed event is then read again instead of committed past (see above). An event that
-    was processed and is refused is read again too: a replay, which the state machines expect."""
-    consumer = app.consumer
-    ack = consumer.ack
+class ProcessedAcks:
+    """Faust acks only the events ccc-guard's agents finished (see above)."""
 
-    def ack_current(message: Any) -> bool:
-        if not app.flow_control.is_active():
-            return False
-        if message.generation_id != app.consumer_generation_id:
-            return False
-        return bool(ack(message))
+    def __init__(self) -> None:
+        self._finished: set[tuple[Any, int]] = set()
 
-    consumer.ack = ack_current
+    def finished(self, message: Any) -> None:
+        self._finished.add((message.tp, message.offset))
+
+    def install(self, app: Any) -> None:
+        consumer = app.consumer
+        ack = consumer.ack
+
+        def ack_finished(message: Any) -> bool:
+            key = (message.tp, message.offset)
+            if key not in self._finished:
+                return False  # read again after the restart or rebalance: a replay
+            self._finished.discard(key)
+            return bool(ack(message))
+
+        consumer.ack = ack_finished
 
 
 def is_ready(app: Any) -> bool:

@@ -32,7 +32,12 @@ from faust.exceptions import FaustError
 
 from streams import certificate_side, listing_side, validation
 from streams.errors import InvalidRecordError, RejectedRecordError
-from streams.faust_adapter import estimate_key_count, is_ready, iter_keys_with_prefix
+from streams.faust_adapter import (
+    ProcessedAcks,
+    estimate_key_count,
+    is_ready,
+    iter_keys_with_prefix,
+)
 from streams.metrics import GuardMetrics
 from streams.reask import AwaitingTracker
 from streams.settings import Settings
@@ -123,10 +128,11 @@ class Topology:
         catalogue: Catalogue,
         codec: AvroCodec,
         metrics: GuardMetrics,
+        acks: ProcessedAcks,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.app, self.settings, self.catalogue, self.codec = app, settings, catalogue, codec
-        self.metrics, self.clock = metrics, clock
+        self.metrics, self.acks, self.clock = metrics, acks, clock
         self.limits = validation.Limits.from_settings(settings)
         self.progress = Progress()
 
@@ -420,6 +426,7 @@ class Topology:
         async for event in stream.events():
             message = event.message
             await self._guarded(message, event.key, event.value, handlers[message.topic])
+            self.acks.finished(message)  # only now may Faust commit past it
 
     async def _guarded(
         self,

@@ -8,15 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams.faust_adapter import ack_only_in_current_generation, wait_for_changelog_on_flush
-
-
-@dataclass
-class FlowControl:
-    active: bool = True
-
-    def is_active(self) -> bool:
-        return self.active
+from streams.faust_adapter import ProcessedAcks, wait_for_changelog_on_flush
 
 
 @dataclass
@@ -28,30 +20,31 @@ class Consumer:
         return True
 
 
-@dataclass
+@dataclass(frozen=True)
 class Message:
+    tp: str
     offset: int
-    generation_id: int
 
 
 @dataclass
 class App:
     consumer: Any = field(default_factory=Consumer)
-    flow_control: FlowControl = field(default_factory=FlowControl)
-    consumer_generation_id: int = 3
     producer: Any = None
 
 
-def test_acks_pass_only_for_the_current_generation_while_flow_is_active() -> None:
-    app = App()
-    ack_only_in_current_generation(app)
-    assert app.consumer.ack(Message(1, 3)) is True
-    assert app.consumer.ack(Message(2, 2)) is False  # fetched before the rebalance
-    app.flow_control.active = False  # a rebalance under way: Faust drops what it fetched
-    assert app.consumer.ack(Message(3, 3)) is False
-    app.flow_control.active = True
-    assert app.consumer.ack(Message(4, 3)) is True
-    assert app.consumer.acked == [1, 4]
+def test_only_events_the_agent_finished_are_acked() -> None:
+    app, acks = App(), ProcessedAcks()
+    acks.install(app)
+    finished, skipped = Message("in-0", 1), Message("in-0", 2)
+    acks.finished(finished)
+    # Faust acks both as its stream moves on; the skipped one was never processed.
+    assert app.consumer.ack(finished) is True
+    assert app.consumer.ack(skipped) is False
+    assert app.consumer.acked == [1]
+    # Read again after the rebalance and finished this time: acked then.
+    acks.finished(Message("in-0", 2))
+    assert app.consumer.ack(Message("in-0", 2)) is True
+    assert app.consumer.acked == [1, 2]
 
 
 class Buffer:
