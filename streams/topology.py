@@ -54,6 +54,7 @@ from topics.internal import (
     Answer,
     Expire,
     Recheck,
+    RecheckMany,
     Subscribe,
     Unsubscribe,
     decode_command,
@@ -61,6 +62,7 @@ from topics.internal import (
     encode_command,
     encode_update,
 )
+from topics.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ _CLAIMED = b"1"
 # Re-asks per round of the re-ask timer: enough to heal a bad crash within minutes, few enough
 # that a worker merely behind on its answers is not buried under duplicates.
 _REASKS_PER_ROUND = 1000
+# Listings per re-check batch: ~20 bytes each, so a batch stays a small record.
+_RECHECK_BATCH = 500
 # Larger payloads are cut in dead letters so the dead letter itself still fits a Kafka record.
 _MAX_DEAD_LETTER_PAYLOAD = 512 * 1024
 
@@ -211,6 +215,9 @@ class Topology:
 
     async def _on_listing_update(self, key: bytes | None, value: bytes) -> None:
         update = decode_update(value)
+        if isinstance(update, RecheckMany):
+            await self._on_recheck_many(update)
+            return
         if not key:
             raise InvalidRecordError("listing update without a listing_id key")
         listing_id = key.decode()
@@ -227,6 +234,35 @@ class Topology:
                     state, listing_id, cert_no, view, trigger, trigger_id, at_ms, now
                 )
         await self._apply_listing_outcome(key, listing_id, outcome)
+
+    async def _on_recheck_many(self, batch: RecheckMany) -> None:
+        # Every listing of a batch must live on the partition it came in on: their state is
+        # written there. A batch that says otherwise was not written by our fan-out.
+        partition = faust.current_event().message.partition  # type: ignore[union-attr]
+        misrouted = [
+            lid
+            for lid in batch.listing_ids
+            if partition_for_key(lid.encode(), self.settings.partitions) != partition
+        ]
+        if misrouted:
+            raise InvalidRecordError(
+                f"re-check batch on partition {partition} names listings of other partitions: "
+                f"{misrouted[:5]}"
+            )
+        self.progress.counts["rechecks"] += len(batch.listing_ids)
+        for listing_id in batch.listing_ids:
+            key = listing_id.encode()
+            outcome = listing_side.on_recheck(
+                self._listing_state(key),
+                listing_id,
+                batch.cert_no,
+                batch.view,
+                batch.trigger,
+                batch.trigger_id,
+                batch.at_ms,
+                self.clock(),
+            )
+            await self._apply_listing_outcome(key, listing_id, outcome)
 
     def _listing_state(self, key: bytes) -> listing_side.ListingState | None:
         value = self.listings.get(key)
@@ -372,33 +408,56 @@ class Topology:
             self.certificates[key] = encode_certificate(certificate_side.mark_fanout_done(state))
 
     async def _fan_out(self, fanout: certificate_side.Fanout) -> None:
-        """Stream one re-check per claiming listing: no list of listings is ever built."""
+        """Stream the claiming listings into one re-check batch per listing partition, sent
+        whenever it is full: memory stays bounded by partitions times batch size."""
         started = time.monotonic()
-        payload = _recheck_payload(fanout)
         prefix = claim_prefix(fanout.cert_no)
         event = faust.current_event()
         assert event is not None, "fan-outs run while processing a certificate-keyed event"
-        partition = event.message.partition
+        partitions = self.settings.partitions
+        batches: dict[int, list[str]] = {}
         pending: list[asyncio.Future[Any]] = []
-        for claim_key in iter_keys_with_prefix(self.claims, partition, prefix):
-            pending.append(
-                await self.listing_updates.send(key=claim_key[len(prefix) :], value=payload)
-            )
+        listings = 0
+        for claim_key in iter_keys_with_prefix(self.claims, event.message.partition, prefix):
+            listing_key = claim_key[len(prefix) :]
+            batch = batches.setdefault(partition_for_key(listing_key, partitions), [])
+            batch.append(listing_key.decode())
+            listings += 1
+            if len(batch) >= _RECHECK_BATCH:
+                pending.append(await self._send_rechecks(fanout, listing_key, batch))
+                batch.clear()
+        for batch in batches.values():
+            if batch:
+                pending.append(await self._send_rechecks(fanout, batch[0].encode(), batch))
         await asyncio.gather(*pending)
         elapsed = time.monotonic() - started
-        self.progress.counts["rechecks_sent"] += len(pending)
-        self.metrics.fanout_listings.labels(str(fanout.trigger)).observe(len(pending))
+        self.progress.counts["rechecks_sent"] += listings
+        self.metrics.fanout_listings.labels(str(fanout.trigger)).observe(listings)
         self.metrics.fanout_seconds.labels(str(fanout.trigger)).observe(elapsed)
         # Most fan-outs are a certificate's first sighting with nobody waiting for it.
         log.log(
-            logging.INFO if pending else logging.DEBUG,
+            logging.INFO if listings else logging.DEBUG,
             "re-checked %d listing(s) of %s (%s %s) in %.3fs",
-            len(pending),
+            listings,
             fanout.cert_no,
             fanout.trigger,
             fanout.view.status,
             elapsed,
         )
+
+    async def _send_rechecks(
+        self, fanout: certificate_side.Fanout, routing_key: bytes, listing_ids: list[str]
+    ) -> Any:
+        """One batch, keyed by one of its listings so that it lands on their partition."""
+        batch = RecheckMany(
+            fanout.cert_no,
+            fanout.view,
+            fanout.trigger,
+            fanout.trigger_id,
+            fanout.at_ms,
+            tuple(listing_ids),
+        )
+        return await self.listing_updates.send(key=routing_key, value=encode_update(batch))
 
     async def expiry_sweep(self) -> None:
         """Expire, through the certificate stream, every certificate past its validity.

@@ -59,7 +59,20 @@ class Recheck:
     at_ms: int
 
 
-ListingUpdate = Answer | Recheck
+@dataclass(frozen=True, slots=True)
+class RecheckMany:
+    """One re-check for many listings, all on the partition the record is sent to: a fan-out
+    sends one record per few hundred listings instead of one each."""
+
+    cert_no: str
+    view: CertView
+    trigger: VerdictTrigger
+    trigger_id: str
+    at_ms: int
+    listing_ids: tuple[str, ...]
+
+
+ListingUpdate = Answer | Recheck | RecheckMany
 
 
 def view_to_json(view: CertView) -> list[Any]:
@@ -106,6 +119,11 @@ def encode_update(update: ListingUpdate) -> bytes:
             return orjson.dumps(["A", cert_no, view_json, token])
         case Recheck(cert_no, view, trigger, trigger_id, at_ms):
             return orjson.dumps(["R", cert_no, view_to_json(view), str(trigger), trigger_id, at_ms])
+        case RecheckMany(cert_no, view, trigger, trigger_id, at_ms, listing_ids):
+            view_json = view_to_json(view)
+            return orjson.dumps(
+                ["M", cert_no, view_json, str(trigger), trigger_id, at_ms, listing_ids]
+            )
 
 
 def decode_update(data: bytes) -> ListingUpdate:
@@ -118,6 +136,25 @@ def decode_update(data: bytes) -> ListingUpdate:
             case ["R", str(cert_no), list(view), str(trigger), str(trigger_id), int(at_ms)]:
                 return Recheck(
                     cert_no, view_from_json(view), VerdictTrigger(trigger), trigger_id, at_ms
+                )
+            case [
+                "M",
+                str(cert_no),
+                list(view),
+                str(trigger),
+                str(trigger_id),
+                int(at_ms),
+                list(ids),
+            ]:
+                if not ids or not all(isinstance(i, str) and i for i in ids):
+                    raise ValueError("a re-check batch needs non-empty listing ids")
+                return RecheckMany(
+                    cert_no,
+                    view_from_json(view),
+                    VerdictTrigger(trigger),
+                    trigger_id,
+                    at_ms,
+                    tuple(ids),
                 )
     except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise MalformedBodyError(f"unreadable listing update: {exc}") from None

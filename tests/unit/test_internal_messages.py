@@ -6,6 +6,7 @@ import contextlib
 import random
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams.errors import MalformedBodyError
 from streams.model import CertificateStatus, CertView, VerdictTrigger
@@ -13,6 +14,7 @@ from topics.internal import (
     Answer,
     Expire,
     Recheck,
+    RecheckMany,
     Subscribe,
     Unsubscribe,
     decode_command,
@@ -20,6 +22,7 @@ from topics.internal import (
     encode_command,
     encode_update,
 )
+from topics.partitioning import partition_for_key
 
 VIEW = CertView(CertificateStatus.SUSPENDED, 7, None, 21_000)
 
@@ -74,3 +77,25 @@ def test_random_bytes_never_raise_anything_else() -> None:
         for decode in (decode_command, decode_update):
             with contextlib.suppress(MalformedBodyError):
                 decode(data)
+
+
+def test_partition_for_key_agrees_with_the_clients_default_partitioner() -> None:
+    partitioner = DefaultPartitioner()
+    rng = random.Random(7)
+    for partitions in (1, 4, 12, 50):
+        for _ in range(200):
+            key = rng.randbytes(rng.randint(0, 40))
+            want = partitioner(key, list(range(partitions)), list(range(partitions)))
+            assert partition_for_key(key, partitions) == want
+
+
+def test_recheck_batches_round_trip() -> None:
+    batch = RecheckMany(
+        "2017010907948411",
+        CertView(CertificateStatus.REVOKED, 3, "0907", 30_000),
+        VerdictTrigger.CERTIFICATE_CHANGE,
+        "2017010907948411@3",
+        1_790_000_000_000,
+        ("L-1", "L-2", "店铺-3"),
+    )
+    assert decode_update(encode_update(batch)) == batch
