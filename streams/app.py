@@ -7,7 +7,11 @@ from pathlib import Path
 
 import faust
 
-from streams.faust_adapter import ProcessedAcks, wait_for_changelog_on_flush
+from streams.faust_adapter import (
+    ProcessedAcks,
+    commit_only_contiguous,
+    wait_for_changelog_on_flush,
+)
 from streams.settings import Settings
 from streams.topology import Clock, Topology, wall_clock_ms
 from streams.web import install_web
@@ -25,7 +29,7 @@ class GuardApp(faust.App):
     ``on_first_start`` is mode's hook that runs before any child service (producer, consumer,
     tables) starts: topics created there are in place, with the catalogue's partition counts,
     when Faust first asks for them. Without it a missing input topic is only a warning in
-    Faust's assignor, and the worker would sit idle. It is also where the two fixes to Faust's
+    Faust's assignor, and the worker would sit idle. It is also where the fixes to Faust's
     commit path (``streams/faust_adapter.py``) go in, before the consumer and producer start.
     """
 
@@ -38,6 +42,7 @@ class GuardApp(faust.App):
         await super().on_first_start()
         wait_for_changelog_on_flush(self)
         self.processed_acks.install(self)
+        commit_only_contiguous(self, frozenset(spec.name for spec in self.catalogue.gapless()))
         connection = self.kafka_connection
         log.info("Kafka %s (%s)", connection.bootstrap_servers, connection.describe())
         created = await ensure_topics(connection, self.catalogue.all())

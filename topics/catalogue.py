@@ -70,6 +70,12 @@ class Catalogue:
             self.certificate_commands,
         )
 
+    def gapless(self) -> tuple[TopicSpec, ...]:
+        """Consumed topics whose offsets have no gaps: only ccc-guard writes them, never
+        compacted, never in transactions. Platforms' and the authority's topics may have gaps
+        (compaction, transaction markers)."""
+        return (self.certificate_commands, self.listing_updates)
+
     def all(self) -> tuple[TopicSpec, ...]:
         return (
             self.listing_events,
