@@ -295,6 +295,8 @@ FAST_FAILOVER_ENV: Mapping[str, str] = {
     "BROKER_SESSION_TIMEOUT": "10",
     "BROKER_HEARTBEAT_INTERVAL": "1",
     "BROKER_REBALANCE_TIMEOUT": "20",
+    # The re-ask safety net within a fault test's patience (settle gives up after 20 s quiet).
+    "CCC_REASK_AFTER_SECONDS": "5",
 }
 
 

@@ -47,17 +47,17 @@ from topics.internal import Subscribe, Unsubscribe, decode_command, decode_updat
 
 pytestmark = pytest.mark.timeout(240)
 
-# Open defect, intermittent: across a rebalance or a kill and restart, a listing's check can be
-# left pending for good. Seen twice: (rebalance) a subscription was neither indexed nor answered;
-# (kill) the certificate side answered three times, yet the restarted listing side kept the check
-# pending with no view. Suspect: the listing state recovered from the changelog lags what was
-# sent (subscriptions flushed, state record lost), so answers arrive before the replayed event
-# re-creates the awaited subscription. The listing-side replay defects these tests first found
-# are fixed (tests/unit/test_properties.py keeps them as regressions). Non-strict: whether a run
-# hits it depends on where the fault lands. Remove the marker with the fix.
-PENDING_AFTER_FAULT = pytest.mark.xfail(
+# Open defect, intermittent (about one run in five on a 2-core machine with a CPU hog): when a
+# worker joins and leaves mid-stream, a listing can still end in the wrong state or with an
+# event undecided. Found and fixed on the way (streams/faust_adapter.py): commits ahead of the
+# changelog, acks of events Faust skipped or an agent was cancelled in, commits over a dropped
+# offset on the internal topics. What remains, seen in the last failures: a certificate change
+# whose fan-out misses a claim written around the hand-over of its partition, and listing
+# events out of partition order right after a rebalance (Faust's commit bookkeeping on the
+# external topics, which may have real offset gaps, is left as it is). Remove with the fix.
+REBALANCE_DEFECT = pytest.mark.xfail(
     strict=False,
-    reason="known defect: a check can stay pending after a rebalance or restart (see comment)",
+    reason="known defect: across a join and leave a listing can end wrong (see comment)",
 )
 
 T0 = 1_790_000_000_000
@@ -265,7 +265,6 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-@PENDING_AFTER_FAULT
 def test_killed_worker_restarted_on_its_data_decides_everything_once_per_id(
     kafka: str, tmp_path: Path
 ) -> None:
@@ -322,7 +321,7 @@ def test_worker_rides_out_a_broker_restart(
         assert worker.alive, "the worker died instead of reconnecting"
 
 
-@PENDING_AFTER_FAULT
+@REBALANCE_DEFECT
 def test_a_worker_joining_and_leaving_mid_stream_loses_nothing(kafka: str, tmp_path: Path) -> None:
     """Partitions move to a second worker and back while events flow."""
     plan = scenario(seed=303, prefix="R")
