@@ -129,6 +129,9 @@ def is_ready(app: Any) -> bool:
     return bool(recovery.completed.is_set() and not app.rebalancing)
 
 
+_STOPPING_ACK_WAIT_S = 10.0
+
+
 def wait_for_changelog_on_flush(app: Any) -> None:
     """Make the producer's flush, which precedes every offset commit, wait until each table
     write handed to Faust's producer buffer is acknowledged by the broker (see above)."""
@@ -149,9 +152,15 @@ def wait_for_changelog_on_flush(app: Any) -> None:
 
     async def flush_until_acked() -> None:
         await flush()
-        # Not while stopping: the producer may already be closed, and Faust's own flush gives
-        # up there too (the uncommitted input is read again after the restart).
+        # Unbounded while running, like the aiokafka flush that follows (a write fails, and
+        # raises below, once the producer's request timeout passes). Bounded while stopping: a
+        # worker told to stop exits even with the broker gone.
+        deadline = None
         while unacked and not buffer.should_stop:
+            if app.should_stop:
+                deadline = deadline or asyncio.get_running_loop().time() + _STOPPING_ACK_WAIT_S
+                if asyncio.get_running_loop().time() > deadline:
+                    break
             await asyncio.wait(list(unacked), timeout=1.0)
         if failures:
             # Before the commit: the worker stops and the input is read again, rather than

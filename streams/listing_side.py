@@ -46,6 +46,7 @@ class PendingCheck:
     occurred_at: int
     claimed: tuple[str, ...]
     category: str | None
+    late: bool = False  # read after a newer event of the listing: decided, changes nothing
 
 
 @dataclass(slots=True)
@@ -91,6 +92,10 @@ class ListingState:
     clock_ms: int = 0
     # Certificates whose answer is awaited, with the token of the subscription that asked.
     awaiting: dict[str, str] = field(default_factory=dict)
+    # Partition offset and event time of the newest listing event applied: an event read
+    # after it with an older offset and time was delivered out of order (see _late_event).
+    event_offset: int = -1
+    event_at: int = 0
     # The verdicts of the latest decided events, newest last. The state is written before the
     # verdicts are sent, so after a crash it can hold decisions whose verdicts never reached
     # the broker; the events are read again, and each one's verdict is said again from here.
@@ -213,9 +218,19 @@ def _ask_again(state: ListingState, awaited: list[str]) -> Outcome:
     )
 
 
-def on_listing_event(state: ListingState | None, event: ListingEvent, now_ms: int) -> Outcome:
+def on_listing_event(
+    state: ListingState | None, event: ListingEvent, now_ms: int, offset: int | None = None
+) -> Outcome:
+    """``offset``: the event's offset in its partition, when known (it tells late events)."""
     if state is not None and event_digest(event.event_id) in state.recent_events:
         return _replayed_event(state, event)
+    if (
+        state is not None
+        and offset is not None
+        and offset < state.event_offset
+        and event.occurred_at <= state.event_at
+    ):
+        return _late_event(state, event, now_ms)
     delisted = event.event_type is ListingEventType.DELISTED
     if state is None:
         # Even a delisting of an unknown listing is remembered (as a tombstone): read again
@@ -233,6 +248,8 @@ def on_listing_event(state: ListingState | None, event: ListingEvent, now_ms: in
     state.claimed = new_claim
     state.delisted = delisted
     state.recent_events = (*state.recent_events, event_digest(event.event_id))[-RECENT_EVENTS:]
+    if offset is not None:
+        state.event_offset, state.event_at = offset, event.occurred_at
     token = event_digest(event.event_id)
     for cert_no in subscribe:
         # A fresh subscription gets a fresh answer: a view kept for an older pending check
@@ -246,6 +263,37 @@ def on_listing_event(state: ListingState | None, event: ListingEvent, now_ms: in
     verdicts = _decide_ready_checks(state, event.listing_id, now_ms)
     tokens = dict.fromkeys(subscribe, token)
     return Outcome(_settle(state), verdicts, subscribe, tokens, unsubscribe)
+
+
+def _late_event(state: ListingState, event: ListingEvent, now_ms: int) -> Outcome:
+    """An event read after a newer event of the same listing was applied, never applied itself:
+    Faust can hand an event it dropped during a rebalance to the stream only after the newer
+    ones. Its content is older than the state, so it changes no claim; it still gets its
+    verdict, decided on its own claim, followed by the current decision's again (see
+    ``_decide_ready_checks``). A late delisting changes nothing and has no verdict."""
+    digest = event_digest(event.event_id)
+    state.recent_events = (*state.recent_events, digest)[-RECENT_EVENTS:]
+    if event.event_type is ListingEventType.DELISTED:
+        return Outcome(state)
+    needed = _needed(state)
+    ask = [c for c in _subscribed(event.cert_numbers) if c not in needed]
+    for cert_no in ask:
+        state.views.pop(cert_no, None)
+        state.awaiting[cert_no] = digest
+    state.pending.append(
+        PendingCheck(
+            event.event_id, event.occurred_at, event.cert_numbers, event.category_code, late=True
+        )
+    )
+    verdicts = _decide_ready_checks(state, event.listing_id, now_ms)
+    claimed_now = set(_subscribed(state.claimed))
+    return Outcome(
+        _settle(state),
+        verdicts,
+        subscribe=ask,
+        tokens=dict.fromkeys(ask, digest),
+        unsubscribe=[c for c in ask if c not in claimed_now],
+    )
 
 
 def on_certificate_answer(
@@ -345,8 +393,9 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
         state.clock_ms = max(state.clock_ms, check.occurred_at)
         evaluation = evaluate(check.claimed, check.category, state.views, state.clock_ms)
         action = listing_event_action(evaluation)
-        state.live = evaluation.passes
-        state.reasons, state.failing = evaluation.reasons, evaluation.failing_certs
+        if not check.late:
+            state.live = evaluation.passes
+            state.reasons, state.failing = evaluation.reasons, evaluation.failing_certs
         verdict = _verdict(
             state,
             listing_id,
@@ -359,7 +408,6 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
             check.occurred_at,
             now_ms,
         )
-        state.last_verdict, state.last_key = verdict, check.event_id
         state.decided = [
             *state.decided[-(RECENT_VERDICTS - 1) :],
             DecidedEvent(
@@ -373,6 +421,12 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
             ),
         ]
         verdicts.append(verdict)
+        if check.late:
+            # The listing's last verdict on the topic stays its current decision.
+            if state.last_verdict is not None:
+                verdicts.append(state.last_verdict)
+        else:
+            state.last_verdict, state.last_key = verdict, check.event_id
     return verdicts
 
 
@@ -390,6 +444,8 @@ def _settle(state: ListingState) -> ListingState:
             recent_events=state.recent_events,
             clock_ms=state.clock_ms,
             decided=state.decided,
+            event_offset=state.event_offset,
+            event_at=state.event_at,
         )
     needed = _needed(state)
     for cert_no in [c for c in state.views if c not in needed]:

@@ -27,12 +27,16 @@ def encode_listing(state: ListingState) -> bytes:
             "l": state.live,
             "r": [str(r) for r in state.reasons],
             "f": state.failing,
-            "q": [[p.event_id, p.occurred_at, p.claimed, p.category] for p in state.pending],
+            "q": [
+                [p.event_id, p.occurred_at, p.claimed, p.category, p.late] for p in state.pending
+            ],
             "lv": None if state.last_verdict is None else state.last_verdict.as_record(),
             "lk": state.last_key,
             "d": state.delisted,
             "re": state.recent_events,
             "t": state.clock_ms,
+            "o": state.event_offset,
+            "oa": state.event_at,
             "dv": [_decided_to_json(d) for d in state.decided],
             "aw": state.awaiting,
         }
@@ -58,12 +62,14 @@ def decode_listing(data: bytes) -> ListingState:
         live=doc["l"],
         reasons=tuple(VerdictReason(r) for r in doc["r"]),
         failing=tuple(doc["f"]),
-        pending=[PendingCheck(e, at, tuple(cl), cat) for e, at, cl, cat in doc["q"]],
+        pending=[PendingCheck(q[0], q[1], tuple(q[2]), q[3], *q[4:]) for q in doc["q"]],
         last_verdict=None if doc["lv"] is None else Verdict.from_record(doc["lv"]),
         last_key=doc.get("lk"),
         delisted=doc["d"],
         recent_events=tuple(doc.get("re", ())),
         clock_ms=doc.get("t", 0),
+        event_offset=doc.get("o", -1),
+        event_at=doc.get("oa", 0),
         awaiting=dict(doc.get("aw", {})),
         decided=[
             DecidedEvent(

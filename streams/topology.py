@@ -210,7 +210,10 @@ class Topology:
         self.progress.counts["listing_events"] += 1
         self.metrics.listing_events.labels(str(event.event_type)).inc()
         state_key = event.listing_id.encode()
-        outcome = listing_side.on_listing_event(self._listing_state(state_key), event, self.clock())
+        offset = faust.current_event().message.offset  # type: ignore[union-attr]
+        outcome = listing_side.on_listing_event(
+            self._listing_state(state_key), event, self.clock(), offset
+        )
         await self._apply_listing_outcome(state_key, event.listing_id, outcome)
 
     async def _on_listing_update(self, key: bytes | None, value: bytes) -> None:

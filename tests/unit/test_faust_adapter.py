@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from streams import faust_adapter
 from streams.faust_adapter import (
     ProcessedAcks,
     commit_only_contiguous,
@@ -34,6 +35,7 @@ class Message:
 class App:
     consumer: Any = field(default_factory=Consumer)
     producer: Any = None
+    should_stop: bool = False
 
 
 def test_only_events_the_agent_finished_are_acked() -> None:
@@ -169,3 +171,15 @@ def test_no_gap_filling_on_gapless_topics() -> None:
     asyncio.run(book._add_gap(TP("internal", 0), 5, 9))
     asyncio.run(book._add_gap(TP("external", 0), 5, 9))
     assert book.gaps == [(5, 9)]
+
+
+def test_a_stopping_worker_waits_for_acks_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust_adapter, "_STOPPING_ACK_WAIT_S", 0.2)
+    app, buffer = with_buffer()
+    app.should_stop = True  # the broker is gone: this write is never acknowledged
+
+    async def flush_with_the_broker_gone() -> None:
+        buffer.put(asyncio.get_running_loop().create_future())
+        await asyncio.wait_for(buffer.flush(), 5)
+
+    asyncio.run(flush_with_the_broker_gone())

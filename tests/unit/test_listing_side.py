@@ -311,3 +311,45 @@ def test_only_the_latest_verdicts_are_kept_for_replays() -> None:
         "E5",
         f"E{RECENT_VERDICTS + 2}",
     ]
+
+
+def test_an_event_delivered_after_a_newer_one_is_decided_but_changes_nothing() -> None:
+    first = answered(on_listing_event(None, event("E1", (A,)), T0, offset=10), (A, valid()))
+    newer = on_listing_event(
+        first.state, event("E3", (), ListingEventType.UPDATED, at=T0 + 2), T0, offset=12
+    )
+    [current] = newer.verdicts
+    assert current.action is VerdictAction.BLOCK
+    late = on_listing_event(
+        newer.state, event("E2", (B,), ListingEventType.UPDATED, at=T0 + 1), T0, offset=11
+    )
+    # B is not held: asked for with E2's token, and let go again (E3 claims nothing).
+    assert late.subscribe == [B] and late.unsubscribe == [B] and late.verdicts == []
+    decided = on_certificate_answer(late.state, LID, B, valid(), T0, late.tokens[B])
+    assert [(v.trigger_id, v.action) for v in decided.verdicts] == [
+        ("E2", VerdictAction.ALLOW),
+        ("E3", VerdictAction.BLOCK),  # said again: the listing's last word stays current
+    ]
+    assert decided.state is not None
+    assert decided.state.claimed == () and not decided.state.live
+    assert decided.state.last_verdict == current
+    # Read once more after a crash: a replay, said again the same way.
+    again = on_listing_event(decided.state, event("E2", (B,)), T0, offset=11)
+    assert [v.verdict_id for v in again.verdicts] == [v.verdict_id for v in decided.verdicts]
+
+
+def test_a_lower_offset_with_a_newer_time_is_a_new_event_not_a_late_one() -> None:
+    """A recreated topic starts its offsets again: events newer than the state still apply."""
+    first = answered(on_listing_event(None, event("E1", (A,)), T0, offset=500), (A, valid()))
+    fresh = on_listing_event(
+        first.state, event("E2", (), ListingEventType.UPDATED, at=T0 + 5), T0, offset=3
+    )
+    assert fresh.state is not None and fresh.state.claimed == ()
+    assert [v.trigger_id for v in fresh.verdicts] == ["E2"]
+
+
+def test_a_late_delisting_changes_nothing() -> None:
+    live = on_listing_event(None, event("E1", (A,)), T0, offset=10)
+    live = answered(live, (A, valid()))
+    late = on_listing_event(live.state, event("E0", (), ListingEventType.DELISTED), T0, offset=9)
+    assert late.verdicts == [] and late.state is not None and late.state.live
