@@ -465,6 +465,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--listings", type=int, help="override the profile's listing count")
     parser.add_argument(
+        "--hot-claims",
+        type=int,
+        help="override how many listings claim the hottest certificate (the fan-out stage)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -479,6 +484,12 @@ def main(argv: list[str] | None = None) -> None:
             name=f"{profile.name}-{args.listings}",
             listings=args.listings,
             hot_claims=min(profile.hot_claims, args.listings // 10),
+        )
+    if args.hot_claims:
+        if args.hot_claims > profile.listings:
+            parser.error("--hot-claims cannot exceed the listing count")
+        profile = dataclasses.replace(
+            profile, name=f"{profile.name}-hot{args.hot_claims}", hot_claims=args.hot_claims
         )
     overrides = dict(item.split("=", 1) for item in args.env)
     results = run(profile, overrides)

@@ -67,3 +67,9 @@ class BrokerConnectionError(CccGuardError):
 
 class LocalKafkaError(CccGuardError):
     """The embedded development broker could not be fetched, formatted or started."""
+
+
+class ChangelogNotAcknowledged(CccGuardError):
+    """Offsets must not be committed: a table write is not (or never will be) in its changelog.
+    Raised in the commit path (``streams/faust_adapter.py``); the worker stops rather than
+    commit past a state change that may be lost."""

@@ -22,8 +22,11 @@ processed (dropped from the stream during a rebalance) is committed past; and it
 meant for compacted topics, counts the message that reveals a gap as acked before it is
 processed. Seen in the rebalance test as listing events and subscriptions no worker ever
 processed. ``commit_only_contiguous`` makes the head check exact and turns gap filling off for
-topics that cannot have gaps (not compacted, no transactions); an unprocessed offset then holds
-commits back until the rebalance's seek to the committed offset reads it again.
+the internal topics, which cannot have gaps (only ccc-guard writes them: not compacted, no
+transactions); an unprocessed offset then holds commits back until the rebalance's seek to the
+committed offset reads it again. The external topics keep Faust's bookkeeping, off by one
+included: compaction and transaction markers leave real gaps there that offsets alone cannot
+tell from a dropped event.
 
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
@@ -39,11 +42,15 @@ scanned in full: fine for thousands of claims, not for production sizes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
+
+from streams.errors import ChangelogNotAcknowledged
 
 
 def iter_keys_with_prefix(table: Any, partition: int, prefix: bytes) -> Iterator[bytes]:
@@ -101,17 +108,36 @@ class ProcessedAcks:
         consumer.ack = ack_finished
 
 
-def commit_only_contiguous(app: Any, gapless_topics: frozenset[str]) -> None:
-    """Commit over no hole on ``gapless_topics`` (see above)."""
+def commit_only_contiguous(
+    app: Any, gapless_topics: frozenset[str], clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Commit over no hole on ``gapless_topics`` (see above). A hole nothing fills for
+    ``_HOLE_PATIENCE_S`` is not a dropped event (the rebalance's seek reads those again within
+    seconds) but offsets that are gone (retention passed while the group was away): commits
+    then go on from the first offset processed, with a warning."""
     consumer = app.consumer
     new_offset, add_gap = consumer._new_offset, consumer._add_gap
+    holes: dict[Any, tuple[int, float]] = {}  # tp -> (committed offset, since)
 
     def exact_new_offset(tp: Any) -> int | None:
         if tp.topic in gapless_topics:
             acked = consumer._acked[tp]
             committed = consumer._committed_offset[tp]
             if acked and committed is not None and min(acked) > committed:
-                return None  # the committed offset itself was never processed here: wait
+                hole, since = holes.setdefault(tp, (committed, clock()))
+                if hole != committed or clock() - since < _HOLE_PATIENCE_S:
+                    holes[tp] = (committed, since if hole == committed else clock())
+                    return None  # the committed offset itself was not processed here: wait
+                log.warning(
+                    "%s[%d]: offsets %d..%d were never processed here and are not read again; "
+                    "committing past them",
+                    tp.topic,
+                    tp.partition,
+                    committed,
+                    min(acked) - 1,
+                )
+                consumer._committed_offset[tp] = min(acked)
+            holes.pop(tp, None)
         result: int | None = new_offset(tp)
         return result
 
@@ -130,11 +156,15 @@ def is_ready(app: Any) -> bool:
 
 
 _STOPPING_ACK_WAIT_S = 10.0
+_HOLE_PATIENCE_S = 300.0
+log = logging.getLogger(__name__)
 
 
 def wait_for_changelog_on_flush(app: Any) -> None:
     """Make the producer's flush, which precedes every offset commit, wait until each table
-    write handed to Faust's producer buffer is acknowledged by the broker (see above)."""
+    write handed to Faust's producer buffer before it is acknowledged by the broker (see
+    above). Writes made while it waits are the next commit's business: waiting for them too
+    would hold commits back for as long as events keep coming."""
     buffer = app.producer.buffer
     unacked: set[asyncio.Future[Any]] = set()
     failures: list[BaseException] = []
@@ -152,20 +182,25 @@ def wait_for_changelog_on_flush(app: Any) -> None:
 
     async def flush_until_acked() -> None:
         await flush()
+        waiting = set(unacked)
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
         # Unbounded while running, like the aiokafka flush that follows (a write fails, and
         # raises below, once the producer's request timeout passes). Bounded while stopping: a
-        # worker told to stop exits even with the broker gone.
-        deadline = None
-        while unacked and not buffer.should_stop:
+        # worker told to stop exits even with the broker gone, without committing.
+        while waiting and not buffer.should_stop:
             if app.should_stop:
-                deadline = deadline or asyncio.get_running_loop().time() + _STOPPING_ACK_WAIT_S
-                if asyncio.get_running_loop().time() > deadline:
-                    break
-            await asyncio.wait(list(unacked), timeout=1.0)
+                deadline = deadline or loop.time() + _STOPPING_ACK_WAIT_S
+                if loop.time() > deadline:
+                    raise ChangelogNotAcknowledged(
+                        f"{len(waiting)} table write(s) unacknowledged after "
+                        f"{_STOPPING_ACK_WAIT_S:.0f}s; offsets are not committed"
+                    )
+            _, waiting = await asyncio.wait(waiting, timeout=1.0)
         if failures:
-            # Before the commit: the worker stops and the input is read again, rather than
-            # committing past a state change that never reached the changelog.
-            raise failures[0]
+            # Before the commit, and for every commit after it: a state change that never
+            # reached the changelog must not be committed past. The worker must restart.
+            raise ChangelogNotAcknowledged(f"a table write failed: {failures[0]!r}")
 
     buffer.put = put_tracked
     buffer.flush = flush_until_acked

@@ -349,9 +349,14 @@ def on_recheck(
     if cert_no not in _subscribed(state.claimed) or not _accept_view(state, cert_no, view):
         # Claimed no longer (the unsubscribe is on its way), or older than what we hold.
         return _unchanged(state)
+    if trigger is VerdictTrigger.CERTIFICATE_CHANGE and state.views.get(cert_no) == view:
+        # A change this listing already knows (its answer carried it), read again after a
+        # crash: it brings nothing, and must not move the decision clock to its older time.
+        return _unchanged(state)
     state.views[cert_no] = view
-    if state.pending:
+    if any(not check.late for check in state.pending):
         return Outcome(state, _decide_ready_checks(state, listing_id, now_ms))
+    # Nothing pending, or only late checks: they change nothing, so the re-check decides.
     state.clock_ms = max(state.clock_ms, at_ms)
     evaluation = evaluate(state.claimed, state.category, state.views, state.clock_ms)
     action = recheck_action(state.live, evaluation)
@@ -433,7 +438,8 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
 def _settle(state: ListingState) -> ListingState:
     """Drop views nobody needs any more. A delisted listing with nothing pending keeps only a
     tombstone: its recent event digests, so that a replay of its older events after a crash
-    cannot bring it back (it claims nothing, so nothing re-checks it)."""
+    cannot bring it back (it claims nothing, so nothing re-checks it), and its last verdicts,
+    so that such a replay still ends on the listing's last decision."""
     if state.delisted and not state.pending:
         return ListingState(
             state.platform,
@@ -441,6 +447,8 @@ def _settle(state: ListingState) -> ListingState:
             None,
             claimed=(),
             delisted=True,
+            last_verdict=state.last_verdict,
+            last_key=state.last_key,
             recent_events=state.recent_events,
             clock_ms=state.clock_ms,
             decided=state.decided,

@@ -44,13 +44,18 @@ class AwaitingTracker:
         elif key not in self._due:
             self._due[key] = _Due(self.clock() + self.after_s, self.after_s)
 
-    def replace(self, awaiting: Iterable[bytes]) -> None:
-        """After a rebalance: exactly these listings await answers here (others moved away or
-        were answered); clocks already running are kept."""
+    def replace(self, awaiting: Iterable[bytes], tracked_since: float | None = None) -> None:
+        """After a rebalance: these listings await answers here (others moved away or were
+        answered); clocks already running are kept, and so are listings tracked since
+        ``tracked_since`` (the scan that found ``awaiting`` started then and may have passed
+        them before they began to wait)."""
         old, now = self._due, self.clock()
-        self._due = {
-            key: old.get(key) or _Due(now + self.after_s, self.after_s) for key in awaiting
-        }
+        due = {key: old.get(key) or _Due(now + self.after_s, self.after_s) for key in awaiting}
+        if tracked_since is not None:
+            for key, entry in old.items():
+                if entry.at - entry.wait >= tracked_since:
+                    due.setdefault(key, entry)
+        self._due = due
 
     def due(self, limit: int) -> list[bytes]:
         """Up to ``limit`` listings whose re-ask is due, longest overdue first."""

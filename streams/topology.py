@@ -78,6 +78,8 @@ _CLAIMED = b"1"
 # Re-asks per round of the re-ask timer: enough to heal a bad crash within minutes, few enough
 # that a worker merely behind on its answers is not buried under duplicates.
 _REASKS_PER_ROUND = 1000
+# Listings between two yields to the event loop while scanning the listings table.
+_SCAN_YIELD_EVERY = 5000
 # Listings per re-check batch: ~20 bytes each, so a batch stays a small record.
 _RECHECK_BATCH = 500
 # Larger payloads are cut in dead letters so the dead letter itself still fits a Kafka record.
@@ -304,6 +306,18 @@ class Topology:
         # for; the next re-ask round finds them (a signal handler must not hold recovery up).
         self._rescan_awaiting = True
 
+    async def _rescan_awaiting_listings(self) -> None:
+        """Which listings here await answers, from the table: yields to the event loop every
+        few thousand keys, so a large store does not hold up heartbeats and agents."""
+        since = self.awaiting.clock()
+        found: list[bytes] = []
+        for n, (key, value) in enumerate(self.listings.items(), 1):
+            if may_await_answers(value):
+                found.append(key)
+            if n % _SCAN_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        self.awaiting.replace(found, tracked_since=since)
+
     async def reask_stalled(self) -> None:
         """Ask again for certificate answers listing checks have awaited too long.
 
@@ -314,7 +328,7 @@ class Topology:
         if self._rescan_awaiting:
             self._rescan_awaiting = False
             started = time.monotonic()
-            self.awaiting.replace(k for k, v in self.listings.items() if may_await_answers(v))
+            await self._rescan_awaiting_listings()
             log.info(
                 "%d listing(s) await certificate answers after the rebalance (scan took %.2fs)",
                 len(self.awaiting),

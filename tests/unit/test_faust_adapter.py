@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from streams import faust_adapter
+from streams.errors import ChangelogNotAcknowledged
 from streams.faust_adapter import (
     ProcessedAcks,
     commit_only_contiguous,
@@ -107,8 +108,10 @@ async def flush_raises_for_a_failed_write() -> None:
     failed = asyncio.get_running_loop().create_future()
     buffer.put(failed)
     failed.set_exception(RuntimeError("broker said no"))
-    with pytest.raises(RuntimeError, match="broker said no"):
+    with pytest.raises(ChangelogNotAcknowledged, match="broker said no"):
         await buffer.flush()
+    with pytest.raises(ChangelogNotAcknowledged):
+        await buffer.flush()  # and for every commit after it: the worker must restart
 
 
 def test_flush_does_not_wait_while_the_producer_stops() -> None:
@@ -180,6 +183,35 @@ def test_a_stopping_worker_waits_for_acks_only_so_long(monkeypatch: pytest.Monke
 
     async def flush_with_the_broker_gone() -> None:
         buffer.put(asyncio.get_running_loop().create_future())
-        await asyncio.wait_for(buffer.flush(), 5)
+        with pytest.raises(ChangelogNotAcknowledged, match="not committed"):
+            await asyncio.wait_for(buffer.flush(), 5)
 
     asyncio.run(flush_with_the_broker_gone())
+
+
+def test_flush_waits_only_for_writes_made_before_it() -> None:
+    async def steady_stream_of_writes() -> None:
+        _, buffer = with_buffer()
+        loop = asyncio.get_running_loop()
+        before = loop.create_future()
+        buffer.put(before)
+        flush = asyncio.create_task(buffer.flush())
+        await asyncio.sleep(0.01)
+        buffer.put(loop.create_future())  # written while the commit waits: never acked here
+        before.set_result("acked")
+        await asyncio.wait_for(flush, 3)
+
+    asyncio.run(steady_stream_of_writes())
+
+
+def test_a_hole_nothing_fills_is_committed_past_after_a_while() -> None:
+    book, now = OffsetBook(), [0.0]
+    commit_only_contiguous(App(consumer=book), frozenset({"internal"}), clock=lambda: now[0])
+    tp = TP("internal", 0)
+    book._committed_offset[tp] = 30
+    book._acked[tp] = [40, 41]  # 30..39 gone: retention passed while the group was away
+    assert book._new_offset(tp) is None
+    now[0] = 299.0
+    assert book._new_offset(tp) is None
+    now[0] = 301.0
+    assert book._new_offset(tp) == 42

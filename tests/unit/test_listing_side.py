@@ -191,7 +191,7 @@ def test_delisted_leaves_all_state_but_a_tombstone_and_unsubscribes() -> None:
     assert outcome.verdicts == [] and outcome.unsubscribe == [A, B]
     tomb = outcome.state
     assert tomb is not None and tomb.delisted
-    assert (tomb.claimed, tomb.views, tomb.pending, tomb.last_verdict) == ((), {}, [], None)
+    assert (tomb.claimed, tomb.views, tomb.pending) == ((), {}, [])
     change = VerdictTrigger.CERTIFICATE_CHANGE
     assert on_recheck(tomb, LID, A, revoked(), change, "a2", T0, T0).verdicts == []
     # A replay of the listing's older event after a crash does not bring it back; its verdict,
@@ -353,3 +353,30 @@ def test_a_late_delisting_changes_nothing() -> None:
     live = answered(live, (A, valid()))
     late = on_listing_event(live.state, event("E0", (), ListingEventType.DELISTED), T0, offset=9)
     assert late.verdicts == [] and late.state is not None and late.state.live
+
+
+def test_a_late_check_waiting_for_an_answer_does_not_hold_up_a_takedown() -> None:
+    live = answered(on_listing_event(None, event("E1", (A,)), T0, offset=10), (A, valid()))
+    late = on_listing_event(live.state, event("E0", (B,)), T0, offset=5)
+    assert late.subscribe == [B] and late.verdicts == []
+    change = VerdictTrigger.CERTIFICATE_CHANGE
+    takedown = on_recheck(late.state, LID, A, revoked(), change, "A@2", T0, T0)
+    assert [v.action for v in takedown.verdicts] == [VerdictAction.TAKEDOWN]
+    decided = on_certificate_answer(takedown.state, LID, B, valid(), T0, late.tokens[B])
+    assert [(v.trigger_id, v.action) for v in decided.verdicts] == [
+        ("E0", VerdictAction.ALLOW),
+        ("A@2", VerdictAction.TAKEDOWN),
+    ]
+    assert decided.state is not None and not decided.state.live
+
+
+def test_a_replay_after_delisting_ends_on_the_listings_last_decision() -> None:
+    state = created_live(A)
+    change = VerdictTrigger.CERTIFICATE_CHANGE
+    down = on_recheck(state, LID, A, revoked(), change, "A@2", T0, T0)
+    tomb = on_listing_event(down.state, event("E2", (), ListingEventType.DELISTED), T0)
+    replay = on_listing_event(tomb.state, event("E1", (A,)), T0)
+    assert [(v.trigger_id, v.action) for v in replay.verdicts] == [
+        ("E1", VerdictAction.ALLOW),
+        ("A@2", VerdictAction.TAKEDOWN),
+    ]

@@ -728,10 +728,13 @@ def listing_inputs(draw: st.DrawFn) -> tuple[dict[str, list[CertView]], list[Inp
     with the certificates' histories, for the answers still to come."""
     histories = draw(certificate_histories())
     items: list[Input] = []
+    # The certificate side never goes back: once it has said a version of a certificate, later
+    # answers and re-checks carry that version or a newer one (never "not found" again).
+    said: dict[str, int] = {}
     for n in range(draw(st.integers(1, 25))):
         kind = draw(st.sampled_from(["event", "event", "answer", "change", "expiry"]))
         cert = draw(st.sampled_from(CERTS))
-        history = histories[cert]
+        history = [view for view in histories[cert] if view.version >= said.get(cert, 0)]
         if kind == "event":
             claims = draw(
                 st.lists(st.sampled_from([*CERTS, "2O17010907948411"]), max_size=3, unique=True)
@@ -750,16 +753,21 @@ def listing_inputs(draw: st.DrawFn) -> tuple[dict[str, list[CertView]], list[Inp
             )
             items.append(EventInput(event))
         elif kind == "answer":
-            view = draw(st.one_of(st.none(), st.sampled_from(history)))
+            unknown = st.none() if cert not in said else st.nothing()
+            view = draw(st.one_of(unknown, st.sampled_from(history)))
+            if view is not None:
+                said[cert] = view.version
             items.append(AnswerInput(cert, view))
         elif kind == "change":
             view = draw(st.sampled_from(history))
+            said[cert] = view.version
             at_ms = T0 + view.version * 3_600_000
             trigger_id = change_trigger_id(cert, view.version)
             items.append(
                 RecheckInput(cert, view, VerdictTrigger.CERTIFICATE_CHANGE, trigger_id, at_ms)
             )
         else:
+            said[cert] = history[-1].version
             items.append(
                 RecheckInput(
                     cert,

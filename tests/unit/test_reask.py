@@ -93,3 +93,13 @@ def test_the_cheap_awaiting_check_agrees_with_decoding() -> None:
     )
     assert not may_await_answers(encode_listing(idle))
     assert may_await_answers(encode_listing(waiting))
+
+
+def test_a_rebuild_keeps_listings_that_began_waiting_during_the_scan() -> None:
+    awaiting, clock = tracker()
+    awaiting.track(b"before", awaiting=True)
+    clock.now += 5
+    scan_started = clock()
+    awaiting.track(b"during", awaiting=True)  # the scan had already passed its key
+    awaiting.replace([], tracked_since=scan_started)
+    assert b"during" in awaiting and b"before" not in awaiting
