@@ -23,7 +23,7 @@ from localkafka import LocalKafka
 from streams.listing_side import ListingState, PendingCheck, event_digest
 from streams.model import CertificateStatus, CertView
 from streams.rules import evaluate
-from streams.state_codec import decode_listing, encode_listing
+from streams.state_codec import decode_certificate, decode_listing, encode_listing
 from streams.topology import claim_prefix
 from tests.builders import listing_event, status_change
 from tests.integration.harness import (
@@ -179,6 +179,10 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
     updates = read_topic(
         deployment.bootstrap, catalogue.listing_updates.name, deployment.partitions
     )
+    certificates = {
+        key.decode(): decode_certificate(value)
+        for key, value in read_table(deployment, "certificates").items()
+    }
     states: dict[str, Any] = {}
     for lid in sorted(listings)[:3]:
         value = table.get(lid.encode())
@@ -192,6 +196,11 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
                 "awaiting": state.awaiting,
                 "last": state.last_verdict and state.last_verdict.trigger_id,
                 "live": state.live,
+            },
+            "certificates held": {
+                cert: (str(held.view.status), held.view.version, held.fanout_done)
+                for cert in (state.claimed if state else ())
+                if (held := certificates.get(cert)) is not None
             },
             "claim index": sorted(
                 k.split(b"\0")[0].decode() for k in claims if k.endswith(b"\0" + lid.encode())
