@@ -178,19 +178,17 @@ def _replayed_event(state: ListingState, event: ListingEvent) -> Outcome:
 
 
 def _said_again(state: ListingState, event: ListingEvent, decided: DecidedEvent) -> Verdict:
-    return Verdict(
-        verdict_id=verdict_id(event.listing_id, event.event_id, decided.action),
-        listing_id=event.listing_id,
-        platform=state.platform,
-        shop_id=state.shop_id,
-        action=decided.action,
-        reasons=decided.reasons,
-        cert_numbers=decided.claimed,
-        failing_certs=decided.failing,
-        trigger=VerdictTrigger.LISTING_EVENT,
-        trigger_id=event.event_id,
-        event_time=decided.occurred_at,
-        decided_at=decided.decided_at,
+    return _verdict(
+        state,
+        event.listing_id,
+        decided.claimed,
+        Evaluation(decided.reasons, decided.failing),
+        decided.action,
+        VerdictTrigger.LISTING_EVENT,
+        event.event_id,
+        event.event_id,
+        decided.occurred_at,
+        decided.decided_at,
     )
 
 
