@@ -20,13 +20,11 @@ No commit over a hole: Faust commits the longest run of acked offsets, but its c
 run starts at the committed offset is off by one, so a single offset that was fetched and never
 processed (dropped from the stream during a rebalance) is committed past; and its "gap" filling,
 meant for compacted topics, counts the message that reveals a gap as acked before it is
-processed. Seen in the rebalance test as listing events and subscriptions no worker ever
-processed. ``commit_only_contiguous`` makes the head check exact and turns gap filling off for
-the internal topics, which cannot have gaps (only ccc-guard writes them: not compacted, no
-transactions); an unprocessed offset then holds commits back until the rebalance's seek to the
-committed offset reads it again. The external topics keep Faust's bookkeeping, off by one
-included: compaction and transaction markers leave real gaps there that offsets alone cannot
-tell from a dropped event.
+processed. Seen in the rebalance test as listing events, subscriptions and certificate changes
+no worker ever processed. ``commit_only_contiguous`` corrects the bookkeeping; an unprocessed
+offset then holds commits back until the rebalance's seek to the committed offset reads it
+again. Real gaps (compaction, transaction markers) are still gaps; the internal topics, which
+only ccc-guard writes, have none.
 
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
@@ -111,22 +109,32 @@ class ProcessedAcks:
 def commit_only_contiguous(
     app: Any, gapless_topics: frozenset[str], clock: Callable[[], float] = time.monotonic
 ) -> None:
-    """Commit over no hole on ``gapless_topics`` (see above). A hole nothing fills for
-    ``_HOLE_PATIENCE_S`` is not a dropped event (the rebalance's seek reads those again within
-    seconds) but offsets that are gone (retention passed while the group was away): commits
-    then go on from the first offset processed, with a warning."""
+    """Commit over no offset that was neither processed nor a real gap (see above).
+
+    Three corrections of Faust's bookkeeping: the head check is exact; a gap covers the offsets
+    between the last one read and the one that revealed it (Faust's also covered that message
+    itself, and left out the committed offset); and after a seek to the committed offset, the
+    last offset read is the one before it (Faust set the committed offset itself, so a gap
+    right after a seek was one short). ``gapless_topics`` (the internal ones) take no gaps at
+    all. A hole nothing fills for ``_HOLE_PATIENCE_S`` is not a dropped event (the rebalance's
+    seek reads those again within seconds) but offsets gone to retention: commits then go on
+    from the first offset processed, with a warning."""
     consumer = app.consumer
-    new_offset, add_gap = consumer._new_offset, consumer._add_gap
+    new_offset, perform_seek = consumer._new_offset, consumer.perform_seek
     holes: dict[Any, tuple[int, float]] = {}  # tp -> (committed offset, since)
 
     def exact_new_offset(tp: Any) -> int | None:
-        if tp.topic in gapless_topics:
-            acked = consumer._acked[tp]
-            committed = consumer._committed_offset[tp]
-            if acked and committed is not None and min(acked) > committed:
-                hole, since = holes.setdefault(tp, (committed, clock()))
-                if hole != committed or clock() - since < _HOLE_PATIENCE_S:
-                    holes[tp] = (committed, since if hole == committed else clock())
+        acked = consumer._acked[tp]
+        committed = consumer._committed_offset[tp]
+        if acked and committed is not None:
+            gaps = consumer._gap[tp]
+            head = min(min(acked), min((gap.begin for gap in gaps), default=min(acked)))
+            if head > committed:
+                hole, since = holes.get(tp, (committed, clock()))
+                if hole != committed:
+                    hole, since = committed, clock()
+                holes[tp] = (hole, since)
+                if clock() - since < _HOLE_PATIENCE_S:
                     return None  # the committed offset itself was not processed here: wait
                 log.warning(
                     "%s[%d]: offsets %d..%d were never processed here and are not read again; "
@@ -134,19 +142,32 @@ def commit_only_contiguous(
                     tp.topic,
                     tp.partition,
                     committed,
-                    min(acked) - 1,
+                    head - 1,
                 )
-                consumer._committed_offset[tp] = min(acked)
-            holes.pop(tp, None)
+                consumer._committed_offset[tp] = head
+        holes.pop(tp, None)
         result: int | None = new_offset(tp)
         return result
 
     async def add_real_gap(tp: Any, offset_from: int, offset_to: int) -> None:
-        if tp.topic not in gapless_topics:
-            await add_gap(tp, offset_from, offset_to)
+        if tp.topic in gapless_topics:
+            return
+        committed = consumer._committed_offset[tp]
+        start = offset_from if committed is None else max(offset_from, committed)
+        if start < offset_to:  # offset_to is the message read: acked when processed, not here
+            gaps = consumer._gap[tp]
+            gaps.addi(start, offset_to)
+            gaps.merge_overlaps()
+
+    async def perform_seek_to_last_read() -> None:
+        await perform_seek()
+        for tp, committed in list(consumer._committed_offset.items()):
+            if committed is not None and consumer._read_offset.get(tp) == committed:
+                consumer._read_offset[tp] = committed - 1
 
     consumer._new_offset = exact_new_offset
     consumer._add_gap = add_real_gap
+    consumer.perform_seek = perform_seek_to_last_read
 
 
 def is_ready(app: Any) -> bool:
