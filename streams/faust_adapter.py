@@ -11,10 +11,13 @@ good (found by the kill test: listings recovered to older state and re-emitted o
 Acks only for processed events: Faust acks an event when its stream moves past it, whether or
 not the agent finished it. During a rebalance the stream drops events fetched before it
 (flow control suspended, or an older consumer generation) unprocessed, but acks them; an agent
-cancelled while stopping acks the event it was in the middle of. A commit could then pass
-events nobody processed (found by the rebalance test: subscriptions neither indexed nor
-answered, certificate changes never re-checked). ``ProcessedAcks`` lets through only the acks
-of events the agent marked finished; the others are read again from the committed offset.
+cancelled while stopping acks the event it was in the middle of; and an event whose handler
+was still running when the rebalance or stop began is acked although its table writes may have
+missed the hand-over. A commit could then pass events nobody processed, or whose effects were
+lost (found by the rebalance test: subscriptions neither indexed nor answered, certificate
+changes never applied). ``ProcessedAcks`` lets through only the acks of events the agent
+finished within one undisturbed generation; the others are read again from the committed
+offset, as replays.
 
 No commit over a hole: Faust commits the longest run of acked offsets, but its check that the
 run starts at the committed offset is off by one, so a single offset that was fetched and never
@@ -88,11 +91,21 @@ class ProcessedAcks:
 
     def __init__(self) -> None:
         self._finished: set[tuple[Any, int]] = set()
+        self._app: Any = None
 
     def finished(self, message: Any) -> None:
+        """The agent is done with ``message``. Not counted if a rebalance or a stop began while
+        it ran: its partition may already be another worker's, and what it wrote may have
+        missed the hand-over, so the next owner reads it again (a replay)."""
+        app = self._app
+        if app is not None and (
+            not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id
+        ):
+            return
         self._finished.add((message.tp, message.offset))
 
     def install(self, app: Any) -> None:
+        self._app = app
         consumer = app.consumer
         ack = consumer.ack
 

@@ -32,6 +32,15 @@ class Consumer:
 class Message:
     tp: str
     offset: int
+    generation_id: int = 3
+
+
+@dataclass
+class FlowControl:
+    active: bool = True
+
+    def is_active(self) -> bool:
+        return self.active
 
 
 @dataclass
@@ -39,6 +48,8 @@ class App:
     consumer: Any = field(default_factory=Consumer)
     producer: Any = None
     should_stop: bool = False
+    flow_control: FlowControl = field(default_factory=FlowControl)
+    consumer_generation_id: int = 3
 
 
 def test_only_events_the_agent_finished_are_acked() -> None:
@@ -54,6 +65,18 @@ def test_only_events_the_agent_finished_are_acked() -> None:
     acks.finished(Message("in-0", 2))
     assert app.consumer.ack(Message("in-0", 2)) is True
     assert app.consumer.acked == [1, 2]
+
+
+def test_an_event_finished_while_a_rebalance_began_is_read_again() -> None:
+    app, acks = App(), ProcessedAcks()
+    acks.install(app)
+    app.flow_control.active = False  # the rebalance (or a stop) began while the handler ran
+    acks.finished(Message("in-0", 7))
+    assert app.consumer.ack(Message("in-0", 7)) is False
+    app.flow_control.active, app.consumer_generation_id = True, 4  # it is over: a new owner
+    acks.finished(Message("in-0", 8, generation_id=3))  # fetched before it
+    assert app.consumer.ack(Message("in-0", 8, generation_id=3)) is False
+    assert app.consumer.acked == []
 
 
 class Buffer:
