@@ -131,10 +131,12 @@ def commit_only_contiguous(
     right after a seek was one short). ``gapless_topics`` (the internal ones) take no gaps at
     all. A hole nothing fills for ``_HOLE_PATIENCE_S`` is not a dropped event (the rebalance's
     seek reads those again within seconds) but offsets gone to retention: commits then go on
-    from the first offset processed, with a warning."""
+    from the first offset processed, with a warning. A hole still there after
+    ``_HOLE_REREAD_S`` is read again once: the stream can skip offsets within a generation too."""
     consumer = app.consumer
     new_offset, perform_seek = consumer._new_offset, consumer.perform_seek
     holes: dict[Any, tuple[int, float]] = {}  # tp -> (committed offset, since)
+    reread: set[tuple[Any, int]] = set()  # holes already read again
 
     def exact_new_offset(tp: Any) -> int | None:
         acked = consumer._acked[tp]
@@ -147,7 +149,11 @@ def commit_only_contiguous(
                 if hole != committed:
                     hole, since = committed, clock()
                 holes[tp] = (hole, since)
-                if clock() - since < _HOLE_PATIENCE_S:
+                waited = clock() - since
+                if waited >= _HOLE_REREAD_S and (tp, committed) not in reread:
+                    reread.add((tp, committed))
+                    _read_again(consumer, tp, committed, head)
+                if waited < _HOLE_PATIENCE_S:
                     return None  # the committed offset itself was not processed here: wait
                 log.warning(
                     "%s[%d]: offsets %d..%d were never processed here and are not read again; "
@@ -183,6 +189,27 @@ def commit_only_contiguous(
     consumer.perform_seek = perform_seek_to_last_read
 
 
+def _read_again(consumer: Any, tp: Any, offset: int, head: int) -> None:
+    """The stream skipped ``offset`` .. ``head - 1`` and no rebalance is coming to read them
+    again: seek back (through Faust's consumer thread) so this worker processes them now.
+    What follows them is read again too, as replays."""
+    log.warning(
+        "%s[%d]: offsets %d..%d were skipped by the stream; reading again from %d",
+        tp.topic,
+        tp.partition,
+        offset,
+        head - 1,
+        offset,
+    )
+    task = asyncio.ensure_future(consumer.seek_wait({tp: offset}))
+    task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("reading again failed: %r", task.exception())
+
+
 def is_ready(app: Any) -> bool:
     """Partitions assigned and every table recovered: the worker is processing."""
     recovery = app.tables.recovery
@@ -191,6 +218,7 @@ def is_ready(app: Any) -> bool:
 
 _STOPPING_ACK_WAIT_S = 10.0
 _HOLE_PATIENCE_S = 300.0
+_HOLE_REREAD_S = 5.0
 log = logging.getLogger(__name__)
 
 
