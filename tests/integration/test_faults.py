@@ -47,14 +47,15 @@ from topics.internal import Subscribe, Unsubscribe, decode_command, decode_updat
 
 pytestmark = pytest.mark.timeout(240)
 
-# Open defect, intermittent (about one run in five on a 2-core machine with a CPU hog): when a
-# worker joins and leaves mid-stream, a listing can still end in the wrong state or with an
-# event undecided. Found and fixed on the way (streams/faust_adapter.py): commits ahead of the
-# changelog, acks of events Faust skipped or an agent was cancelled in, commits over a dropped
-# offset on the internal topics. What remains, seen in the last failures: a certificate change
-# whose fan-out misses a claim written around the hand-over of its partition, and listing
-# events out of partition order right after a rebalance (Faust's commit bookkeeping on the
-# external topics, which may have real offset gaps, is left as it is). Remove with the fix.
+# Open defect, intermittent (about one run in four, with or without a CPU hog): when a worker
+# joins and leaves mid-stream, a listing can still end in the wrong state or with an event
+# undecided. Found and fixed on the way (streams/faust_adapter.py): commits ahead of the
+# changelog; acks of events Faust skipped, that an agent was cancelled in, or whose handler a
+# rebalance interrupted; commits over an offset neither processed nor a real gap (Faust's
+# bookkeeping is off by one in three places); skipped offsets now read again. What remains, in
+# the last failures: a certificate change published just before the second worker leaves is
+# never applied by either worker (the certificate table keeps the older version), and, more
+# rarely, a run of listing events is never decided. Remove with the fix.
 REBALANCE_DEFECT = pytest.mark.xfail(
     strict=False,
     reason="known defect: across a join and leave a listing can end wrong (see comment)",
