@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import faust.streams as faust_streams
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
 
@@ -105,6 +106,9 @@ class ProcessedAcks:
         self._finished.add((message.tp, message.offset))
 
     def install(self, app: Any) -> None:
+        # Faust's Cython stream iterator acks by writing the consumer's books directly, past
+        # ``consumer.ack``: streams must use the pure-Python one, which calls it.
+        setattr(faust_streams, "_CStreamIterator", None)  # noqa: B010 - a private name
         self._app = app
         consumer = app.consumer
         ack = consumer.ack

@@ -67,6 +67,13 @@ def test_only_events_the_agent_finished_are_acked() -> None:
     assert app.consumer.acked == [1, 2]
 
 
+def test_streams_use_the_iterator_that_acks_through_the_consumer() -> None:
+    import faust.streams
+
+    ProcessedAcks().install(App())
+    assert getattr(faust.streams, "_CStreamIterator") is None  # noqa: B009 - a private name
+
+
 def test_an_event_finished_while_a_rebalance_began_is_read_again() -> None:
     app, acks = App(), ProcessedAcks()
     acks.install(app)
