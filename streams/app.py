@@ -42,7 +42,11 @@ class GuardApp(faust.App):
         await super().on_first_start()
         wait_for_changelog_on_flush(self)
         self.processed_acks.install(self)
-        commit_only_contiguous(self, frozenset(spec.name for spec in self.catalogue.gapless()))
+        commit_only_contiguous(
+            self,
+            frozenset(spec.name for spec in self.catalogue.consumed()),
+            frozenset(spec.name for spec in self.catalogue.gapless()),
+        )
         connection = self.kafka_connection
         log.info("Kafka %s (%s)", connection.bootstrap_servers, connection.describe())
         created = await ensure_topics(connection, self.catalogue.all())

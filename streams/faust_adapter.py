@@ -124,7 +124,10 @@ class ProcessedAcks:
 
 
 def commit_only_contiguous(
-    app: Any, gapless_topics: frozenset[str], clock: Callable[[], float] = time.monotonic
+    app: Any,
+    consumed_topics: frozenset[str],
+    gapless_topics: frozenset[str],
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Commit over no offset that was neither processed nor a real gap (see above).
 
@@ -132,7 +135,8 @@ def commit_only_contiguous(
     between the last one read and the one that revealed it (Faust's also covered that message
     itself, and left out the committed offset); and after a seek to the committed offset, the
     last offset read is the one before it (Faust set the committed offset itself, so a gap
-    right after a seek was one short). ``gapless_topics`` (the internal ones) take no gaps at
+    right after a seek was one short); and a consumed partition with no commit yet is read
+    from its start after a rebalance. ``gapless_topics`` (the internal ones) take no gaps at
     all. A hole nothing fills for ``_HOLE_PATIENCE_S`` is not a dropped event (the rebalance's
     seek reads those again within seconds) but offsets gone to retention: commits then go on
     from the first offset processed, with a warning. A hole still there after
@@ -187,6 +191,16 @@ def commit_only_contiguous(
         for tp, committed in list(consumer._committed_offset.items()):
             if committed is not None and consumer._read_offset.get(tp) == committed:
                 consumer._read_offset[tp] = committed - 1
+        # A partition with no commit yet is not moved by the seek to committed offsets: it
+        # would go on from where the fetcher had got to, past what was fetched and dropped in
+        # the rebalance. Read it from its start instead (what was done is replayed).
+        never_committed = {
+            tp: 0
+            for tp in consumer.assignment()
+            if tp.topic in consumed_topics and consumer._committed_offset.get(tp) is None
+        }
+        if never_committed:
+            await consumer.seek_wait(never_committed)
 
     consumer._new_offset = exact_new_offset
     consumer._add_gap = add_real_gap

@@ -192,6 +192,9 @@ class OffsetBook:
     async def seek_wait(self, partitions: dict[TP, int]) -> None:
         self.read_again.append(partitions)
 
+    def assignment(self) -> set[TP]:
+        return {INTERNAL, EXTERNAL, TP("changelog", 0)}
+
     async def perform_seek(self) -> None:
         for tp, offset in self.seeked_to.items():
             self._read_offset[tp] = offset
@@ -203,7 +206,12 @@ INTERNAL, EXTERNAL = TP("internal", 0), TP("external", 0)
 
 def book_with_fix(now: list[float] | None = None) -> OffsetBook:
     book, clock = OffsetBook(), now or [0.0]
-    commit_only_contiguous(App(consumer=book), frozenset({"internal"}), clock=lambda: clock[0])
+    commit_only_contiguous(
+        App(consumer=book),
+        frozenset({"internal", "external"}),
+        frozenset({"internal"}),
+        clock=lambda: clock[0],
+    )
     return book
 
 
@@ -293,3 +301,11 @@ def test_flush_waits_only_for_writes_made_before_it() -> None:
         await asyncio.wait_for(flush, 3)
 
     asyncio.run(steady_stream_of_writes())
+
+
+def test_after_a_rebalance_a_partition_never_committed_is_read_from_its_start() -> None:
+    book = book_with_fix()
+    book.seeked_to = {EXTERNAL: 30}  # committed; INTERNAL has no commit yet
+    asyncio.run(book.perform_seek())
+    # The changelog is the tables' business (recovery), not the streams'.
+    assert book.read_again == [{INTERNAL: 0}]
