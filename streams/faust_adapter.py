@@ -116,7 +116,11 @@ class ProcessedAcks:
         def ack_finished(message: Any) -> bool:
             key = (message.tp, message.offset)
             if key not in self._finished:
-                return False  # read again after the restart or rebalance: a replay
+                # Read again after the restart or rebalance, as a replay. Faust must stop
+                # waiting for it too: a rebalance or a stop waits until every message it
+                # handed out is acked.
+                consumer._unacked_messages.discard(message)
+                return False
             self._finished.discard(key)
             return bool(ack(message))
 
