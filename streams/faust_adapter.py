@@ -157,10 +157,10 @@ def commit_only_contiguous(
             gaps = consumer._gap[tp]
             head = min(min(acked), min((gap.begin for gap in gaps), default=min(acked)))
             if head > committed:
-                hole, since = holes.get(tp, (committed, clock()))
+                hole, since = holes.get(tp, (None, 0.0))
                 if hole != committed:
-                    hole, since = committed, clock()
-                holes[tp] = (hole, since)
+                    since = clock()
+                    holes[tp] = (committed, since)
                 waited = clock() - since
                 if waited >= _HOLE_REREAD_S and (tp, committed) not in reread:
                     reread.add((tp, committed))

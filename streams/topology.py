@@ -221,28 +221,24 @@ class Topology:
     async def _on_listing_update(self, key: bytes | None, value: bytes) -> None:
         update = decode_update(value)
         if isinstance(update, RecheckMany):
-            await self._on_recheck_many(update)
+            self._check_batch_partition(update)
+            await self._recheck(update.listing_ids, update)
             return
         if not key:
             raise InvalidRecordError("listing update without a listing_id key")
         listing_id = key.decode()
-        state = self._listing_state(key)
-        now = self.clock()
         match update:
+            case Recheck():
+                await self._recheck((listing_id,), update)
             case Answer(cert_no, view, token):
                 outcome = listing_side.on_certificate_answer(
-                    state, listing_id, cert_no, view, now, token
+                    self._listing_state(key), listing_id, cert_no, view, self.clock(), token
                 )
-            case Recheck(cert_no, view, trigger, trigger_id, at_ms):
-                self.progress.counts["rechecks"] += 1
-                outcome = listing_side.on_recheck(
-                    state, listing_id, cert_no, view, trigger, trigger_id, at_ms, now
-                )
-        await self._apply_listing_outcome(key, listing_id, outcome)
+                await self._apply_listing_outcome(key, listing_id, outcome)
 
-    async def _on_recheck_many(self, batch: RecheckMany) -> None:
-        # Every listing of a batch must live on the partition it came in on: their state is
-        # written there. A batch that says otherwise was not written by our fan-out.
+    def _check_batch_partition(self, batch: RecheckMany) -> None:
+        """Every listing of a batch must live on the partition it came in on: their state is
+        written there. A batch that says otherwise was not written by our fan-out."""
         partition = faust.current_event().message.partition  # type: ignore[union-attr]
         misrouted = [
             lid
@@ -254,17 +250,19 @@ class Topology:
                 f"re-check batch on partition {partition} names listings of other partitions: "
                 f"{misrouted[:5]}"
             )
-        self.progress.counts["rechecks"] += len(batch.listing_ids)
-        for listing_id in batch.listing_ids:
+
+    async def _recheck(self, listing_ids: Iterable[str], update: Recheck | RecheckMany) -> None:
+        for listing_id in listing_ids:
+            self.progress.counts["rechecks"] += 1
             key = listing_id.encode()
             outcome = listing_side.on_recheck(
                 self._listing_state(key),
                 listing_id,
-                batch.cert_no,
-                batch.view,
-                batch.trigger,
-                batch.trigger_id,
-                batch.at_ms,
+                update.cert_no,
+                update.view,
+                update.trigger,
+                update.trigger_id,
+                update.at_ms,
                 self.clock(),
             )
             await self._apply_listing_outcome(key, listing_id, outcome)
