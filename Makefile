@@ -7,15 +7,25 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+LOCK   := requirements.lock
+# Locking and auditing tools live in a venv of their own: they are not the project's dependencies.
+TOOLS_VENV := .venv-tools
+TOOLS_BIN  := $(TOOLS_VENV)/bin
+PIP_TOOLS_VERSION := 7.6.2
+PIP_AUDIT_VERSION := 2.10.1
 DEMO_ARGS ?=
 
-.PHONY: demo test lint tools unit integration install clean bench bench-quick fuzz
+.PHONY: demo test lint tools unit integration install clean bench bench-quick fuzz lock audit
 
-$(STAMP): pyproject.toml
+# Every install takes exactly the versions and hashes in $(LOCK), so CI tests what was locked;
+# `pip check` then fails if pyproject.toml asks for something the lock lacks.
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m pip check || (echo "pyproject.toml needs what $(LOCK) lacks: run make lock" >&2; exit 1)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -47,7 +57,23 @@ test: lint tools
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS_VENV) .mypy_cache .ruff_cache .pytest_cache
+
+$(TOOLS_BIN)/pip-audit:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_BIN)/python -m pip install --quiet --disable-pip-version-check \
+		pip-tools==$(PIP_TOOLS_VERSION) pip-audit==$(PIP_AUDIT_VERSION)
+
+# Pin every dependency (runtime and dev) with its hashes, at the newest versions pyproject allows.
+lock: $(TOOLS_BIN)/pip-audit
+	CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS_BIN)/pip-compile --quiet --upgrade \
+		--generate-hashes --allow-unsafe --strip-extras --no-emit-find-links --extra dev \
+		--output-file $(LOCK) pyproject.toml
+
+# Known vulnerabilities in the locked dependencies. Needs a vulnerability service (PyPI's JSON
+# API or OSV); --strict fails when a package could not be checked rather than passing it.
+audit: $(TOOLS_BIN)/pip-audit
+	$(TOOLS_BIN)/pip-audit --strict --disable-pip --require-hashes -r $(LOCK)
 
 # Performance: the benchmark suite on the real local broker (not part of `make test`).
 bench: $(STAMP)
