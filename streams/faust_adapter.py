@@ -29,6 +29,17 @@ offset then holds commits back until the rebalance's seek to the committed offse
 again. Real gaps (compaction, transaction markers) are still gaps; the internal topics, which
 only ccc-guard writes, have none.
 
+Gaps only where the broker has no record: Faust finds a gap by comparing each record's offset
+with the partition's read offset, and its seek to the committed offsets at the end of a
+rebalance sets that read offset, while a fetch batch taken before the seek may still be being
+handed to the stream (Faust resumes partitions before it seeks). The batch's next record then
+looked like a gap from the committed offset up to it, and the records read again after the seek
+were dropped as already read: an input topic's gap is committed past, so a certificate change
+was lost for good (found by the rebalance test: a revocation no worker applied). Seeks now leave
+the read offsets of consumed partitions alone, and a record at or below its partition's read
+offset, which only a seek back can deliver, moves the read offset back to just before it: it is
+processed (a replay), and no gap is inferred across a seek.
+
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
 
@@ -45,7 +56,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import faust.streams as faust_streams
@@ -135,18 +146,19 @@ def commit_only_contiguous(
 ) -> None:
     """Commit over no offset that was neither processed nor a real gap (see above).
 
-    Three corrections of Faust's bookkeeping: the head check is exact; a gap covers the offsets
+    Corrections of Faust's bookkeeping: the head check is exact; a gap covers the offsets
     between the last one read and the one that revealed it (Faust's also covered that message
-    itself, and left out the committed offset); and after a seek to the committed offset, the
-    last offset read is the one before it (Faust set the committed offset itself, so a gap
-    right after a seek was one short); and a consumed partition with no commit yet is read
-    from its start after a rebalance. ``gapless_topics`` (the internal ones) take no gaps at
-    all. A hole nothing fills for ``_HOLE_PATIENCE_S`` is not a dropped event (the rebalance's
-    seek reads those again within seconds) but offsets gone to retention: commits then go on
-    from the first offset processed, with a warning. A hole still there after
-    ``_HOLE_REREAD_S`` is read again once: the stream can skip offsets within a generation too."""
+    itself, and left out the committed offset); seeks leave consumed partitions' read offsets
+    alone and a record read again moves its read offset back, so no gap is inferred across a
+    seek; and a consumed partition with no commit yet is read from its start after a
+    rebalance. ``gapless_topics`` (the internal ones) take no gaps at all. A hole nothing fills
+    for ``_HOLE_PATIENCE_S`` is not a dropped event (the rebalance's seek reads those again
+    within seconds) but offsets gone to retention: commits then go on from the first offset
+    processed, with a warning. A hole still there after ``_HOLE_REREAD_S`` is read again once:
+    the stream can skip offsets within a generation too."""
     consumer = app.consumer
-    new_offset, perform_seek = consumer._new_offset, consumer.perform_seek
+    new_offset, getmany = consumer._new_offset, consumer.getmany
+    read_offset = consumer._read_offset
     holes: dict[Any, tuple[int, float]] = {}  # tp -> (committed offset, since)
     reread: set[tuple[Any, int]] = set()  # holes already read again
 
@@ -190,11 +202,15 @@ def commit_only_contiguous(
             gaps.addi(start, offset_to)
             gaps.merge_overlaps()
 
-    async def perform_seek_to_last_read() -> None:
-        await perform_seek()
-        for tp, committed in list(consumer._committed_offset.items()):
-            if committed is not None and consumer._read_offset.get(tp) == committed:
-                consumer._read_offset[tp] = committed - 1
+    async def perform_seek_keeping_read_offsets() -> None:
+        # Faust's perform_seek, less its reset of consumed partitions' read offsets (see above).
+        committed = await consumer.seek_to_committed()
+        consumer._committed_offset.update(
+            {tp: offset or None for tp, offset in committed.items() if offset is not None}
+        )
+        for tp, offset in committed.items():
+            if tp.topic not in consumed_topics:
+                read_offset[tp] = offset if offset is not None and offset >= 0 else None
         # A partition with no commit yet is not moved by the seek to committed offsets: it
         # would go on from where the fetcher had got to, past what was fetched and dropped in
         # the rebalance. Read it from its start instead (what was done is replayed).
@@ -206,9 +222,22 @@ def commit_only_contiguous(
         if never_committed:
             await consumer.seek_wait(never_committed)
 
+    async def getmany_reading_again(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        async for tp, message in getmany(timeout=timeout):
+            last_read = read_offset.get(tp)
+            if (
+                tp.topic in consumed_topics
+                and last_read is not None
+                and message.offset <= last_read
+            ):
+                # Read again after a seek back: process it, and infer no gap before it.
+                read_offset[tp] = message.offset - 1 if message.offset > 0 else None
+            yield tp, message
+
     consumer._new_offset = exact_new_offset
     consumer._add_gap = add_real_gap
-    consumer.perform_seek = perform_seek_to_last_read
+    consumer.perform_seek = perform_seek_keeping_read_offsets
+    consumer.getmany = getmany_reading_again
 
 
 def _read_again(consumer: Any, tp: Any, offset: int, head: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +179,7 @@ class OffsetBook:
         self._gap: defaultdict[TP, IntervalTree] = defaultdict(IntervalTree)
         self.seeked_to: dict[TP, int] = {}
         self.read_again: list[dict[TP, int]] = []
+        self.fetched: list[tuple[TP, Message]] = []
 
     def _new_offset(self, tp: TP) -> int | None:
         acked = sorted({*self._acked[tp], *(o for gap in self._gap[tp] for o in range(*gap[:2]))})
@@ -196,15 +198,49 @@ class OffsetBook:
         self.read_again.append(partitions)
 
     def assignment(self) -> set[TP]:
-        return {INTERNAL, EXTERNAL, TP("changelog", 0)}
+        return {INTERNAL, EXTERNAL, CHANGELOG}
+
+    async def seek_to_committed(self) -> dict[TP, int]:
+        return dict(self.seeked_to)
 
     async def perform_seek(self) -> None:
-        for tp, offset in self.seeked_to.items():
+        """Faust's: the read offsets become the committed ones."""
+        for tp, offset in (await self.seek_to_committed()).items():
             self._read_offset[tp] = offset
             self._committed_offset[tp] = offset
 
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        while self.fetched:
+            yield self.fetched.pop(0)
 
-INTERNAL, EXTERNAL = TP("internal", 0), TP("external", 0)
+
+async def faust_reads(book: OffsetBook, tp: TP, offset: int) -> bool:
+    """What Faust 0.15.3's ``Consumer._drain_messages`` does with each fetched record: a gap
+    if it is more than one past the read offset, then on to the stream unless it is below the
+    read offset (dropped as already read)."""
+    r_offset = book._read_offset.get(tp)
+    if r_offset is None or offset >= r_offset:
+        if offset - (r_offset or 0) > 1 and r_offset:
+            await book._add_gap(tp, r_offset + 1, offset)
+        book._read_offset[tp] = offset
+        return True
+    return False
+
+
+async def read(book: OffsetBook, offsets: list[int], *, seek_after: int = -1) -> list[int]:
+    """The offsets of EXTERNAL that reach the stream, with Faust's seek to the committed offsets
+    right after ``seek_after`` was handed over (the batch it came in goes on being handed over)."""
+    book.fetched = [(EXTERNAL, Message(str(EXTERNAL), offset)) for offset in offsets]
+    streamed = []
+    async for tp, message in book.getmany(timeout=1.0):
+        if await faust_reads(book, tp, message.offset):
+            streamed.append(message.offset)
+        if message.offset == seek_after:
+            await book.perform_seek()
+    return streamed
+
+
+INTERNAL, EXTERNAL, CHANGELOG = TP("internal", 0), TP("external", 0), TP("changelog", 0)
 
 
 def book_with_fix(now: list[float] | None = None) -> OffsetBook:
@@ -247,15 +283,51 @@ def test_the_internal_topics_take_no_gaps() -> None:
     assert not book._gap[INTERNAL]
 
 
-def test_after_a_seek_the_offset_before_the_committed_one_is_the_last_read() -> None:
+def test_records_fetched_before_the_rebalance_seek_make_no_gap_and_lose_nothing() -> None:
     book = book_with_fix()
+    book._committed_offset[EXTERNAL] = 30
+    book._read_offset[EXTERNAL] = 40  # 30..40 were handed over and dropped in the rebalance
     book.seeked_to = {EXTERNAL: 30}
+    # 41 and 42 were fetched before the seek; 30.. are what the seek reads again.
+    fetched = [41, 42, *range(30, 44)]
+    streamed = asyncio.run(read(book, fetched, seek_after=41))
+    assert not book._gap[EXTERNAL]  # Faust's: a gap 31..41, committed past
+    assert streamed == fetched  # Faust's: 31..41 dropped as already read
+    assert book._committed_offset[EXTERNAL] == 30
+
+
+def test_a_seek_still_sets_the_read_offsets_of_the_changelogs() -> None:
+    book = book_with_fix()
+    book._read_offset[EXTERNAL] = book._read_offset[CHANGELOG] = 40
+    book.seeked_to = {EXTERNAL: 30, CHANGELOG: 12}
     asyncio.run(book.perform_seek())
-    assert book._read_offset[EXTERNAL] == 29
-    # The first offsets after the seek were compacted away: the gap starts at the committed one.
-    asyncio.run(book._add_gap(EXTERNAL, 30, 33))
-    book._acked[EXTERNAL] = [33]
-    assert book._new_offset(EXTERNAL) == 34
+    assert book._read_offset == {EXTERNAL: 40, CHANGELOG: 12}  # recovery's business
+    assert book._committed_offset == {EXTERNAL: 30, CHANGELOG: 12}
+
+
+def test_a_gap_after_the_records_read_again_is_still_a_gap() -> None:
+    book = book_with_fix()
+    book._committed_offset[EXTERNAL] = 30
+    book._read_offset[EXTERNAL] = 33
+    streamed = asyncio.run(read(book, [31, 32, 33, 36]))  # read again from 31; 34, 35 compacted
+    assert streamed == [31, 32, 33, 36]
+    assert [(gap.begin, gap.end) for gap in book._gap[EXTERNAL]] == [(34, 36)]
+
+
+def test_a_hole_read_again_reaches_the_stream() -> None:
+    book = book_with_fix()
+    book._committed_offset[INTERNAL] = 30
+    book._read_offset[INTERNAL] = 45  # 30..39 skipped by the stream, 40..45 processed
+    book.fetched = [(INTERNAL, Message(str(INTERNAL), offset)) for offset in range(30, 46)]
+
+    async def read_internal() -> list[int]:
+        return [
+            m.offset
+            async for tp, m in book.getmany(timeout=1.0)
+            if await faust_reads(book, tp, m.offset)
+        ]
+
+    assert asyncio.run(read_internal()) == list(range(30, 46))  # Faust's: none but 45
 
 
 def test_a_hole_is_read_again_then_committed_past_if_nothing_fills_it() -> None:
