@@ -14,8 +14,10 @@ TOOLS_BIN  := $(TOOLS_VENV)/bin
 PIP_TOOLS_VERSION := 7.6.2
 PIP_AUDIT_VERSION := 2.10.1
 DEMO_ARGS ?=
+SOAK_RUNS ?= 20
+SOAK_TESTS ?= tests/integration/test_faults.py
 
-.PHONY: demo test lint tools unit integration install clean bench bench-quick fuzz lock audit
+.PHONY: demo test lint tools unit integration install clean bench bench-quick fuzz soak lock audit
 
 # Every install takes exactly the versions and hashes in $(LOCK), so CI tests what was locked;
 # `pip check` then fails if pyproject.toml asks for something the lock lacks.
@@ -88,3 +90,14 @@ bench-quick: $(STAMP)
 # per property; about half an hour). `make test` runs the same properties with a small budget.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/unit/test_properties.py
+
+# The fault tests (kill, broker restart, rebalance, ...) SOAK_RUNS times, each on a new broker;
+# stops at the first failure. Every run's worker logs stay in .soak/run-N/.
+soak: $(STAMP)
+	$(BIN)/python -m localkafka --fetch-only
+	rm -rf .soak && mkdir .soak
+	for run in $$(seq 1 $(SOAK_RUNS)); do \
+		echo "soak run $$run of $(SOAK_RUNS)"; \
+		$(BIN)/pytest -q -p no:cacheprovider --basetemp=.soak/run-$$run $(SOAK_TESTS) \
+			|| { echo "soak: run $$run failed; its worker logs are in .soak/run-$$run" >&2; exit 1; }; \
+	done

@@ -47,19 +47,6 @@ from topics.internal import Subscribe, Unsubscribe, decode_command, decode_updat
 
 pytestmark = pytest.mark.timeout(240)
 
-# Was an intermittent defect (one run in four to one in two): across a worker joining and
-# leaving, a listing could end in the wrong state or with an event undecided. Fixed on the way
-# (streams/faust_adapter.py): commits ahead of the changelog; acks of events Faust skipped, that
-# an agent was cancelled in, or whose handler a rebalance interrupted (Faust's Cython iterator
-# bypassed the ack check: streams use the Python one); commits over an offset neither processed
-# nor a real gap; skipped offsets read again; partitions without a commit read from their start
-# after a rebalance. After the last of these the test passed 8 runs in a row; the marker stays,
-# non-strict, until it has a longer record. Remove it then.
-REBALANCE_DEFECT = pytest.mark.xfail(
-    strict=False,
-    reason="was intermittent: across a join and leave a listing could end wrong (see comment)",
-)
-
 T0 = 1_790_000_000_000
 FAR = 30_000  # 2052: no certificate of these scenarios expires, so decision times do not matter
 UNKNOWN_CERT = "2019010907999999"  # never published: CERTIFICATE_NOT_FOUND
@@ -330,7 +317,6 @@ def test_worker_rides_out_a_broker_restart(
         assert worker.alive, "the worker died instead of reconnecting"
 
 
-@REBALANCE_DEFECT
 def test_a_worker_joining_and_leaving_mid_stream_loses_nothing(kafka: str, tmp_path: Path) -> None:
     """Partitions move to a second worker and back while events flow."""
     plan = scenario(seed=303, prefix="R")
