@@ -7,7 +7,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-LOCK   := requirements.lock
+# Two layers: what the worker runs on (the image installs it) and, with the same versions of
+# those, the dev tools on top (.venv installs it).
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
 # Locking and auditing tools live in a venv of their own: they are not the project's dependencies.
 TOOLS_VENV := .venv-tools
 TOOLS_BIN  := $(TOOLS_VENV)/bin
@@ -19,15 +22,15 @@ SOAK_TESTS ?= tests/integration/test_faults.py
 
 .PHONY: demo test lint tools unit integration install clean bench bench-quick fuzz soak lock audit
 
-# Every install takes exactly the versions and hashes in $(LOCK), so CI tests what was locked;
-# `pip check` then fails if pyproject.toml asks for something the lock lacks.
-$(STAMP): pyproject.toml $(LOCK)
+# Every install takes exactly the versions and hashes in $(DEV_LOCK), so CI tests what was
+# locked; `pip check` then fails if pyproject.toml asks for something the lock lacks.
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	$(BIN)/python -m pip check || (echo "pyproject.toml needs what $(LOCK) lacks: run make lock" >&2; exit 1)
+	$(BIN)/python -m pip check || (echo "pyproject.toml needs what the locks lack: run make lock" >&2; exit 1)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -66,16 +69,17 @@ $(TOOLS_BIN)/pip-audit:
 	$(TOOLS_BIN)/python -m pip install --quiet --disable-pip-version-check \
 		pip-tools==$(PIP_TOOLS_VERSION) pip-audit==$(PIP_AUDIT_VERSION)
 
-# Pin every dependency (runtime and dev) with its hashes, at the newest versions pyproject allows.
+# Pin every dependency with its hashes, at the newest versions pyproject.toml allows.
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS_BIN)/pip-compile --quiet \
+	--upgrade --generate-hashes --allow-unsafe --strip-extras --no-emit-find-links
 lock: $(TOOLS_BIN)/pip-audit
-	CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS_BIN)/pip-compile --quiet --upgrade \
-		--generate-hashes --allow-unsafe --strip-extras --no-emit-find-links --extra dev \
-		--output-file $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --output-file $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint $(LOCK) --output-file $(DEV_LOCK) pyproject.toml
 
 # Known vulnerabilities in the locked dependencies. Needs a vulnerability service (PyPI's JSON
 # API or OSV); --strict fails when a package could not be checked rather than passing it.
 audit: $(TOOLS_BIN)/pip-audit
-	$(TOOLS_BIN)/pip-audit --strict --disable-pip --require-hashes -r $(LOCK)
+	$(TOOLS_BIN)/pip-audit --strict --disable-pip --require-hashes -r $(DEV_LOCK)
 
 # Performance: the benchmark suite on the real local broker (not part of `make test`).
 bench: $(STAMP)

@@ -435,14 +435,26 @@ def test_dockerfile_keeps_the_repository_layout_for_avro() -> None:
     """topics finds avro/ as Path(topics.__file__).parents[1] / "avro": an editable install."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     copied = {
-        arguments.split()[0].rstrip("/")
+        source.rstrip("/")
         for keyword, arguments in _instructions()
         if keyword == "COPY" and not arguments.startswith("--from")
+        for source in arguments.split()[:-1]
     }
     needed = {"avro", "pyproject.toml", "README.md", *pyproject["tool"]["setuptools"]["packages"]}
     assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
     runs = " ".join(a for k, a in _instructions() if k == "RUN")
     assert re.search(r"pip install [^&]*-e /app", runs)
+
+
+def test_the_image_installs_exactly_the_locked_runtime_dependencies() -> None:
+    runs = " ".join(a for k, a in _instructions() if k == "RUN")
+    assert re.search(r"pip install [^&]*--require-hashes -r requirements\.lock", runs)
+    locked = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for requirement in pyproject["project"]["dependencies"]:
+        name = re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower()
+        assert re.search(rf"^{re.escape(name)}==", locked, re.MULTILINE), f"{name} not locked"
+    assert "pytest==" not in locked  # dev tools stay in requirements-dev.lock
 
 
 class _Health(BaseHTTPRequestHandler):
