@@ -227,10 +227,13 @@ async def faust_reads(book: OffsetBook, tp: TP, offset: int) -> bool:
     return False
 
 
-async def read(book: OffsetBook, offsets: list[int], *, seek_after: int = -1) -> list[int]:
-    """The offsets of EXTERNAL that reach the stream, with Faust's seek to the committed offsets
-    right after ``seek_after`` was handed over (the batch it came in goes on being handed over)."""
-    book.fetched = [(EXTERNAL, Message(str(EXTERNAL), offset)) for offset in offsets]
+async def read(
+    book: OffsetBook, offsets: list[int], *, tp: TP | None = None, seek_after: int = -1
+) -> list[int]:
+    """The offsets of ``tp`` (EXTERNAL) that reach the stream, with Faust's seek to the committed
+    offsets right after ``seek_after`` was handed over (its batch goes on being handed over)."""
+    tp = tp or EXTERNAL
+    book.fetched = [(tp, Message(str(tp), offset)) for offset in offsets]
     streamed = []
     async for tp, message in book.getmany(timeout=1.0):
         if await faust_reads(book, tp, message.offset):
@@ -305,12 +308,25 @@ def test_a_seek_still_sets_the_read_offsets_of_the_changelogs() -> None:
     assert book._committed_offset == {EXTERNAL: 30, CHANGELOG: 12}
 
 
+def test_offsets_without_records_right_after_the_seek_are_a_gap() -> None:
+    book = book_with_fix()
+    book._committed_offset[EXTERNAL] = 30
+    book._read_offset[EXTERNAL] = 40
+    book.seeked_to = {EXTERNAL: 30}
+    # The seek reads from 30, but 30..32 were compacted away (or 30 is a transaction marker).
+    streamed = asyncio.run(read(book, [41, *range(33, 42)], seek_after=41))
+    assert streamed == [41, *range(33, 42)]
+    assert [(gap.begin, gap.end) for gap in book._gap[EXTERNAL]] == [(30, 33)]
+    book._acked[EXTERNAL] = list(range(33, 42))
+    assert book._new_offset(EXTERNAL) == 42
+
+
 def test_a_gap_after_the_records_read_again_is_still_a_gap() -> None:
     book = book_with_fix()
     book._committed_offset[EXTERNAL] = 30
     book._read_offset[EXTERNAL] = 33
-    streamed = asyncio.run(read(book, [31, 32, 33, 36]))  # read again from 31; 34, 35 compacted
-    assert streamed == [31, 32, 33, 36]
+    streamed = asyncio.run(read(book, [30, 31, 32, 33, 36]))  # read again; 34, 35 compacted
+    assert streamed == [30, 31, 32, 33, 36]
     assert [(gap.begin, gap.end) for gap in book._gap[EXTERNAL]] == [(34, 36)]
 
 
@@ -318,16 +334,8 @@ def test_a_hole_read_again_reaches_the_stream() -> None:
     book = book_with_fix()
     book._committed_offset[INTERNAL] = 30
     book._read_offset[INTERNAL] = 45  # 30..39 skipped by the stream, 40..45 processed
-    book.fetched = [(INTERNAL, Message(str(INTERNAL), offset)) for offset in range(30, 46)]
-
-    async def read_internal() -> list[int]:
-        return [
-            m.offset
-            async for tp, m in book.getmany(timeout=1.0)
-            if await faust_reads(book, tp, m.offset)
-        ]
-
-    assert asyncio.run(read_internal()) == list(range(30, 46))  # Faust's: none but 45
+    streamed = asyncio.run(read(book, list(range(30, 46)), tp=INTERNAL))
+    assert streamed == list(range(30, 46))  # Faust's: none but 45
 
 
 def test_a_hole_is_read_again_then_committed_past_if_nothing_fills_it() -> None:
