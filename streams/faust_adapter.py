@@ -38,8 +38,11 @@ were dropped as already read: an input topic's gap is committed past, so a certi
 was lost for good (found by the rebalance test: a revocation no worker applied). Seeks now leave
 the read offsets of consumed partitions alone, and a record at or below its partition's read
 offset, which only a seek back can deliver, moves the read offset back to just before it: it is
-processed (a replay). Being the first record the broker has from the committed offset on, it
-also shows the real gap, if any, between the two.
+processed (a replay), and no gap is inferred across a seek. Nor is one inferred between the
+committed offset and the first record read again: Faust's getmany silently drops the records of
+a partition that is not active when their batch is handed over, so that record need not be the
+first the broker has (a transaction marker at the committed offset is therefore a hole: read
+again after 5 s, committed past with a warning after 5 minutes; nothing is lost).
 
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
@@ -150,12 +153,12 @@ def commit_only_contiguous(
     Corrections of Faust's bookkeeping: the head check is exact; a gap covers the offsets
     between the last one read and the one that revealed it (Faust's also covered that message
     itself, and left out the committed offset); seeks leave consumed partitions' read offsets
-    alone and the first record read again moves its read offset back, so a gap is inferred
-    only from what the broker returns after the seek; and a consumed partition with no commit
-    yet is read from its start after a rebalance. ``gapless_topics`` (the internal ones) take
-    no gaps at all. A hole nothing fills for ``_HOLE_PATIENCE_S`` is not a dropped event (the
-    rebalance's seek reads those again within seconds) but offsets gone to retention: commits
-    then go on from the first offset processed, with a warning. A hole still there after
+    alone and a record read again moves its read offset back, so no gap is inferred across a
+    seek; and a consumed partition with no commit yet is read from its start after a
+    rebalance. ``gapless_topics`` (the internal ones) take no gaps at all. A hole nothing fills
+    for ``_HOLE_PATIENCE_S`` is not a dropped event (the rebalance's seek reads those again
+    within seconds) but offsets gone to retention or a transaction marker: commits then go on
+    from the first offset processed, with a warning. A hole still there after
     ``_HOLE_REREAD_S`` is read again once: the stream can skip offsets within a generation
     too."""
     consumer = app.consumer
@@ -224,24 +227,6 @@ def commit_only_contiguous(
         if never_committed:
             await consumer.seek_wait(never_committed)
 
-    async def rewind(tp: Any, offset: int) -> None:
-        # ``offset`` is the first record read after a seek back to the committed offset: it is
-        # processed, and what lies between the two holds no record (compacted, or transaction
-        # markers).
-        read_offset[tp] = offset - 1 if offset > 0 else None
-        committed = consumer._committed_offset.get(tp)
-        if committed is None or offset <= committed or tp.topic in gapless_topics:
-            return
-        log.info(
-            "%s[%d]: offsets %d..%d hold no record (compacted, or transaction markers); "
-            "committing through them",
-            tp.topic,
-            tp.partition,
-            committed,
-            offset - 1,
-        )
-        await add_real_gap(tp, committed, offset)
-
     async def getmany_reading_again(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         async for tp, message in getmany(timeout=timeout):
             last_read = read_offset.get(tp)
@@ -250,7 +235,8 @@ def commit_only_contiguous(
                 and last_read is not None
                 and message.offset <= last_read
             ):
-                await rewind(tp, message.offset)
+                # Read again after a seek back: process it, and infer no gap before it.
+                read_offset[tp] = message.offset - 1 if message.offset > 0 else None
             yield tp, message
 
     consumer._new_offset = exact_new_offset

@@ -308,17 +308,19 @@ def test_a_seek_still_sets_the_read_offsets_of_the_changelogs() -> None:
     assert book._committed_offset == {EXTERNAL: 30, CHANGELOG: 12}
 
 
-def test_offsets_without_records_right_after_the_seek_are_a_gap() -> None:
+def test_records_dropped_right_after_the_seek_stay_a_hole() -> None:
+    # Faust's getmany drops the records of a partition that is not active when their batch is
+    # handed over, so the first record read again after a seek need not be the first the
+    # broker has from the committed offset on: what lies before it is no gap.
     book = book_with_fix()
     book._committed_offset[EXTERNAL] = 30
     book._read_offset[EXTERNAL] = 40
     book.seeked_to = {EXTERNAL: 30}
-    # The seek reads from 30, but 30..32 were compacted away (or 30 is a transaction marker).
-    streamed = asyncio.run(read(book, [41, *range(33, 42)], seek_after=41))
+    streamed = asyncio.run(read(book, [41, *range(33, 42)], seek_after=41))  # 30..32 dropped
     assert streamed == [41, *range(33, 42)]
-    assert [(gap.begin, gap.end) for gap in book._gap[EXTERNAL]] == [(30, 33)]
+    assert not book._gap[EXTERNAL]
     book._acked[EXTERNAL] = list(range(33, 42))
-    assert book._new_offset(EXTERNAL) == 42
+    assert book._new_offset(EXTERNAL) is None
 
 
 def test_a_gap_after_the_records_read_again_is_still_a_gap() -> None:
