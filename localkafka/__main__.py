@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from streams.errors import LocalKafkaError
-
 from .broker import LocalKafka
+from .errors import LocalKafkaError
 from .jars import DEFAULT_KAFKA_VERSION, ensure_broker_jars
 
 # How often the foreground loop checks that the broker is still alive while waiting for a signal.

@@ -43,8 +43,7 @@ from typing import Any, Final, Self
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
-from streams.errors import LocalKafkaError
-
+from .errors import LocalKafkaError
 from .jars import DEFAULT_KAFKA_VERSION, ensure_broker_jars, find_java
 from .tls import ensure_server_tls, write_private
 

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from streams.errors import LocalKafkaError
+from .errors import LocalKafkaError
 
 DEFAULT_KAFKA_VERSION = "4.1.2"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from streams.errors import LocalKafkaError
+from .errors import LocalKafkaError
 
 _VALID_DAYS: Final = "30"
 _OPENSSL_TIMEOUT_S: Final = 60.0

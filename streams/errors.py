@@ -1,72 +1,46 @@
-"""Every exception ccc-guard raises on purpose, under one root.
+"""Every exception ccc-guard raises on purpose, in one place for callers.
 
-Callers catch the narrowest class they can act on: a ``DecodeError`` or ``InvalidRecordError``
-sends the record to the dead-letter topic, a ``ConfigError`` stops the worker at start.
+The Kafka layer's errors (decoding, topic layout, connection) and the root ``CccGuardError``
+live in ``topics/errors.py``, the development broker's in ``localkafka/errors.py``: those
+packages import nothing of the app. They are re-exported here beside the app's own, so callers
+catch the narrowest class they can act on from one module.
 """
 
 from __future__ import annotations
 
+from localkafka.errors import LocalKafkaError
+from topics.errors import (
+    BadMagicError,
+    BrokerConnectionError,
+    CccGuardError,
+    ConfigError,
+    DecodeError,
+    MalformedBodyError,
+    RejectedRecordError,
+    TopicLayoutError,
+    UnknownSchemaError,
+)
 
-class CccGuardError(Exception):
-    """Root of every error ccc-guard raises on purpose."""
-
-
-class ConfigError(CccGuardError):
-    """A setting is unknown, malformed or out of range; raised at start, never mid-stream."""
-
-
-class RejectedRecordError(CccGuardError):
-    """An input record that cannot be processed; it goes to the dead-letter topic.
-
-    ``kind`` is a short, stable, low-cardinality label (for logs and metrics); the message is
-    for a human deciding what to fix upstream.
-    """
-
-    kind = "rejected"
-
-
-class DecodeError(RejectedRecordError):
-    """The bytes are not a record of the wire contract."""
-
-    kind = "undecodable"
-
-
-class BadMagicError(DecodeError):
-    """The value does not start with the Avro single-object marker ``C3 01``."""
-
-    kind = "bad_magic"
-
-
-class UnknownSchemaError(DecodeError):
-    """The writer-schema fingerprint matches no schema version kept under ``avro/``."""
-
-    kind = "unknown_schema"
-
-
-class MalformedBodyError(DecodeError):
-    """The Avro body is truncated, has trailing bytes, or does not match its writer schema."""
-
-    kind = "malformed_body"
+__all__ = [
+    "BadMagicError",
+    "BrokerConnectionError",
+    "CccGuardError",
+    "ChangelogNotAcknowledged",
+    "ConfigError",
+    "DecodeError",
+    "InvalidRecordError",
+    "LocalKafkaError",
+    "MalformedBodyError",
+    "RejectedRecordError",
+    "TopicLayoutError",
+    "UnknownSchemaError",
+]
 
 
 class InvalidRecordError(RejectedRecordError):
     """The record decoded but breaks a rule of the contract (empty id, absurd size, wrong key)."""
 
     kind = "invalid_record"
-
-
-class TopicLayoutError(CccGuardError):
-    """An existing topic disagrees with the catalogue (partition count) in a way that breaks
-    co-partitioning; the worker refuses to start rather than mis-route state."""
-
-
-class BrokerConnectionError(CccGuardError):
-    """No bootstrap broker accepts the worker's connection (unreachable, TLS refused, or
-    authentication failed); raised at start with the reason, never with a secret."""
-
-
-class LocalKafkaError(CccGuardError):
-    """The embedded development broker could not be fetched, formatted or started."""
 
 
 class ChangelogNotAcknowledged(CccGuardError):

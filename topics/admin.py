@@ -17,9 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from streams.errors import TopicLayoutError
 from topics.catalogue import TopicSpec
 from topics.connection import KafkaConnection, as_connection, start_client
+from topics.errors import TopicLayoutError
 
 log = logging.getLogger(__name__)
 

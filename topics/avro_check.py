@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from streams.errors import ConfigError
+from topics.errors import ConfigError
 
 Check = Callable[[Any], None]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from streams.errors import ConfigError, MalformedBodyError
+from topics.errors import ConfigError, MalformedBodyError
 
 Scan = Callable[[bytes, int], int]
 

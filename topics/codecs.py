@@ -31,9 +31,9 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _crc64_hex
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
-from streams.errors import BadMagicError, ConfigError, MalformedBodyError, UnknownSchemaError
 from topics.avro_check import Check, Mismatch, compile_checker
 from topics.avro_scan import Scan, compile_scanner
+from topics.errors import BadMagicError, ConfigError, MalformedBodyError, UnknownSchemaError
 
 __all__ = [
     "DEFAULT_SCHEMA_DIR",

@@ -28,8 +28,8 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from streams.errors import BrokerConnectionError, ConfigError
 from streams.settings import Secret, Settings
+from topics.errors import BrokerConnectionError, ConfigError
 
 _PROBE_TIMEOUT_S = 15.0
 _SASL_AUTHENTICATE_API_KEY = 36
