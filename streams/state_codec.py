@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 
 from streams.certificate_side import CertState
+from streams.join_protocol import view_from_json, view_to_json
 from streams.listing_side import DecidedEvent, ListingState, PendingCheck
 from streams.model import CertView, Verdict, VerdictAction, VerdictReason
-from topics.internal import view_from_json, view_to_json
 
 
 def encode_listing(state: ListingState) -> bytes:

@@ -38,6 +38,18 @@ from streams.faust_adapter import (
     is_ready,
     iter_keys_with_prefix,
 )
+from streams.join_protocol import (
+    Answer,
+    Expire,
+    Recheck,
+    RecheckMany,
+    Subscribe,
+    Unsubscribe,
+    decode_command,
+    decode_update,
+    encode_command,
+    encode_update,
+)
 from streams.metrics import GuardMetrics
 from streams.reask import AwaitingTracker
 from streams.settings import Settings
@@ -50,18 +62,6 @@ from streams.state_codec import (
 )
 from topics.catalogue import Catalogue, TopicSpec
 from topics.codecs import AvroCodec
-from topics.internal import (
-    Answer,
-    Expire,
-    Recheck,
-    RecheckMany,
-    Subscribe,
-    Unsubscribe,
-    decode_command,
-    decode_update,
-    encode_command,
-    encode_update,
-)
 from topics.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from streams.settings import Settings
 
 class ValueFormat(StrEnum):
     AVRO = "avro"  # single-object encoded, schema under avro/
-    INTERNAL = "internal"  # topics.internal messages, private to ccc-guard
+    INTERNAL = "internal"  # streams.join_protocol messages, private to ccc-guard
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from localkafka import LocalKafka
+from streams.join_protocol import Subscribe, Unsubscribe, decode_command, decode_update
 from streams.listing_side import ListingState, PendingCheck, event_digest
 from streams.model import CertificateStatus, CertView
 from streams.rules import evaluate
@@ -43,7 +44,6 @@ from tests.integration.harness import (
     verdict_id_conflicts,
     wait_until_quiet,
 )
-from topics.internal import Subscribe, Unsubscribe, decode_command, decode_update
 
 pytestmark = pytest.mark.timeout(240)
 

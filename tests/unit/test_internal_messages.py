@@ -9,8 +9,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.errors import MalformedBodyError
-from streams.model import CertificateStatus, CertView, VerdictTrigger
-from topics.internal import (
+from streams.join_protocol import (
     Answer,
     Expire,
     Recheck,
@@ -22,6 +21,7 @@ from topics.internal import (
     encode_command,
     encode_update,
 )
+from streams.model import CertificateStatus, CertView, VerdictTrigger
 from topics.partitioning import partition_for_key
 
 VIEW = CertView(CertificateStatus.SUSPENDED, 7, None, 21_000)

@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of the trust boundaries and the pure decision code.
 
-Every input the worker reads crosses ``AvroCodec.decode`` (or ``topics.internal``) and then
+Every input the worker reads crosses ``AvroCodec.decode`` (or ``streams.join_protocol``) and then
 ``streams.validation``: whatever the bytes, those must return a record or raise the project's
 own error, which dead-letters the record; anything else would be a ``processing_error`` at best.
 The rules and the listing side's state machine are pure, so their promises (determinism,

@@ -1,4 +1,4 @@
-"""Codec of the two internal topics of the foreign-key join.
+"""Codec of the two internal topics of the foreign-key join: its private protocol.
 
 These messages never leave ccc-guard, so they are compact JSON arrays (orjson), not Avro: the
 first element tags the kind. A message this codec cannot read means a bug or a foreign writer on
