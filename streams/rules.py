@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from streams.clock import DAY_MS
 from streams.model import CertificateStatus, CertView, VerdictAction, VerdictReason
 
 # 16 ASCII digits: year first issued (CCC began in 2002), certification body, product category,
@@ -22,7 +23,6 @@ _CERT_NO = re.compile(
 )
 _FIRST_CCC_YEAR = 2002
 
-_DAY_MS = 86_400_000
 # Certificates are valid through the whole of their valid-until day in China Standard Time
 # (UTC+8, no daylight saving): validity ends at 00:00 CST of the next day = 16:00 UTC that day.
 _CST_OFFSET_MS = 8 * 3_600_000
@@ -52,7 +52,7 @@ def embedded_category(cert_no: str) -> str | None:
 
 def validity_end_ms(expires_on: int) -> int:
     """First instant (epoch ms) at which a certificate valid until ``expires_on`` has expired."""
-    return (expires_on + 1) * _DAY_MS - _CST_OFFSET_MS
+    return (expires_on + 1) * DAY_MS - _CST_OFFSET_MS
 
 
 def is_expired(expires_on: int, at_ms: int) -> bool:

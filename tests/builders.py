@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-_DAY_MS = 86_400_000
+from streams.clock import wall_clock_ms
+
+now_ms = wall_clock_ms  # the builders' defaults and the tests read the one clock
 _rng = random.Random(uuid.uuid4().int)
 _serials = itertools.count(_rng.randrange(0, 900_000))
 _year = _rng.randrange(2016, 2025)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def today_cst() -> int:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from streams.clock import DAY_MS
 from tests.builders import cert_no, listing_event, listing_id, now_ms, status_change, today_cst
 from tests.integration.harness import Guard
-
-DAY_MS = 86_400_000
 
 
 def actions(verdicts: list[dict[str, object]]) -> list[object]:

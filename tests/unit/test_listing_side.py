@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from streams.clock import DAY_MS
 from streams.listing_side import (
     RECENT_VERDICTS,
     ListingState,
@@ -234,10 +235,10 @@ def test_recheck_while_an_event_is_pending_lets_the_event_speak() -> None:
 def test_expiry_is_decided_at_the_trigger_time() -> None:
     expiring = CertView(CertificateStatus.VALID, 1, "0907", 20_000)  # 2024-10-04
     outcome = answered(
-        on_listing_event(None, event("E1", (A,), at=20_000 * 86_400_000), T0), (A, expiring)
+        on_listing_event(None, event("E1", (A,), at=20_000 * DAY_MS), T0), (A, expiring)
     )
     assert outcome.verdicts[0].action is VerdictAction.ALLOW
-    after = 20_001 * 86_400_000
+    after = 20_001 * DAY_MS
     outcome = on_recheck(
         outcome.state,
         LID,

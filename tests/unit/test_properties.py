@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streams import validation
+from streams.clock import DAY_MS
 from streams.errors import (
     BadMagicError,
     DecodeError,
@@ -80,7 +81,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ccc-default"))
 CODEC = AvroCodec()
 LIMITS = validation.Limits.from_settings(Settings.from_env({}))
 T0 = 1_790_000_000_000  # 2026-09-21
-DAY_MS = 86_400_000
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 
