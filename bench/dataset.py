@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from streams.clock import DAY_MS
+
 CATEGORIES = ("0907", "0901", "0911", "1606", "0706", "0713", "0801", "0813")
 STATUSES = ("VALID", "SUSPENDED", "REVOKED", "CANCELLED", "EXPIRED")
 STATUS_WEIGHTS = (0.92, 0.03, 0.02, 0.02, 0.01)
 PLATFORMS = ("taobao", "tmall", "jd", "douyin", "kuaishou", "pinduoduo")
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,15 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.dataset import FULL, QUICK, DataSet, Profile
 from localkafka import LocalKafka
+from streams.clock import wall_clock_ms
 from streams.settings import Settings
+from streams.worker_process import WorkerProcess, inherited_env
 from topics.admin import ensure_topics
 from topics.catalogue import Catalogue, build_catalogue
 from topics.codecs import AvroCodec
@@ -45,17 +46,12 @@ from topics.connection import KafkaConnection
 
 REPO = Path(__file__).resolve().parents[1]
 CODEC = AvroCodec()
+# Recovery with memory:// replays every changelog: 417 s on the full profile.
+_READY_TIMEOUT_S = 600.0
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%X')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
@@ -126,25 +122,21 @@ async def passthrough(bootstrap: str, source: str, target: str, expected: int) -
         await producer.stop()
 
 
-class WorkerProcess:
+class BenchWorker(WorkerProcess):
+    """A worker whose peak RSS is sampled and whose metrics are read while it runs."""
+
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path = env, log_path
-        self.url = f"http://127.0.0.1:{env['CCC_WEB_PORT']}"
+        super().__init__(env, log_path, cwd=REPO)
         self.peak_rss_mb = 0.0
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self._watching = True
+
+    def launch(self) -> Self:
+        super().launch()
         threading.Thread(target=self._watch_rss, daemon=True).start()
+        return self
 
     def _watch_rss(self) -> None:
-        status = Path(f"/proc/{self.process.pid}/status")
-        while self._watching and self.process.poll() is None:
+        status = Path(f"/proc/{self.pid}/status")
+        while self.alive:
             try:
                 match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
             except OSError:
@@ -154,7 +146,7 @@ class WorkerProcess:
             time.sleep(0.2)
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"{self.web_url}/metrics", timeout=10) as response:
             text: str = response.read().decode()
             return text
 
@@ -169,38 +161,15 @@ class WorkerProcess:
                 total += float(value)
         return total
 
-    def wait_ready(self, timeout: float = 600) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return time.monotonic() - started
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("worker not ready")
-
     def wait_for(self, name: str, at_least: float, timeout: float, **labels: str) -> float:
         started = time.monotonic()
         while self.sample(name, **labels) < at_least:
             if time.monotonic() - started > timeout:
-                raise TimeoutError(f"{name}{labels} stayed below {at_least}")
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited; see {self.log_path}")
+                raise TimeoutError(f"{name}{labels} stayed below {at_least} after {timeout}s")
+            if not self.alive:
+                raise RuntimeError(f"worker exited; end of {self.log_path}:\n{self.log_tail()}")
             time.sleep(0.25)  # each scrape costs the worker CPU: don't measure the measuring
         return time.monotonic()
-
-    def stop(self) -> None:
-        self._watching = False
-        self.process.terminate()
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 async def latency_stage(
@@ -231,7 +200,7 @@ async def latency_stage(
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            event = data.listing(10_000_000 + i, rng, occurred_at=time.time_ns() // 1_000_000)
+            event = data.listing(10_000_000 + i, rng, occurred_at=wall_clock_ms())
             event["listing_id"] = f"LAT-{i:08d}"
             event["event_id"] = f"LAT-E-{i}"
             sent.add(event["event_id"])
@@ -244,7 +213,7 @@ async def latency_stage(
     async def receive() -> None:
         while len(latencies) < total:
             batches = await consumer.getmany(timeout_ms=200)
-            now = time.time_ns() / 1e6
+            now = wall_clock_ms()
             for messages in batches.values():
                 for message in messages:
                     verdict = CODEC.decode("ListingVerdict", message.value)
@@ -283,13 +252,11 @@ def run(profile: Profile, overrides: dict[str, str]) -> dict[str, Any]:
     with LocalKafka() as broker:
         bootstrap = broker.bootstrap_servers
         app_id = f"bench-{time.time_ns() % 10**8}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CCC_")}
-        env.update(
+        env = inherited_env(
             {
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "CCC_APP_ID": app_id,
                 "CCC_DATA_DIR": str(workdir / "data"),
-                "CCC_WEB_PORT": str(free_port()),
                 "CCC_PROGRESS_INTERVAL_SECONDS": "10",
                 **overrides,
             }
@@ -333,8 +300,8 @@ def run(profile: Profile, overrides: dict[str, str]) -> dict[str, Any]:
         log(f"passthrough: {anchor:,.0f} events/s")
 
         log("verification throughput: starting one worker")
-        worker = WorkerProcess(env, workdir / "worker.log")
-        worker.wait_ready()
+        worker = BenchWorker(env, workdir / "worker.log").launch()
+        worker.wait_ready(_READY_TIMEOUT_S)
         ready_at = time.monotonic()
         done_at = worker.wait_for(
             "ccc_guard_verdict_latency_seconds_count",
@@ -353,7 +320,7 @@ def run(profile: Profile, overrides: dict[str, str]) -> dict[str, Any]:
         log("revocation fan-out of the hottest certificate")
         takedowns_before = worker.sample("ccc_guard_verdicts_total", action="TAKEDOWN")
         revoked = next(iter(data.certificates()))
-        revoked.update(status="REVOKED", version=2, changed_at=time.time_ns() // 1_000_000)
+        revoked.update(status="REVOKED", version=2, changed_at=wall_clock_ms())
         sent_at = time.monotonic()
         asyncio.run(
             produce(
@@ -374,15 +341,13 @@ def run(profile: Profile, overrides: dict[str, str]) -> dict[str, Any]:
         peak_rss = worker.peak_rss_mb
 
         log("recovery with RocksDB")
-        env["CCC_WEB_PORT"] = str(free_port())
-        restarted = WorkerProcess(env, workdir / "worker-restart.log")
-        ready_rocksdb = restarted.wait_ready()
+        restarted = BenchWorker(env, workdir / "worker-restart.log").launch()
+        ready_rocksdb = restarted.wait_ready(_READY_TIMEOUT_S)
         restarted.stop()
         log("recovery with memory://")
-        memory_env = {**env, "CCC_STORE": "memory://", "CCC_WEB_PORT": str(free_port())}
-        memory_env["CCC_DATA_DIR"] = str(workdir / "memory-data")
-        in_memory = WorkerProcess(memory_env, workdir / "worker-memory.log")
-        ready_memory = in_memory.wait_ready()
+        memory_env = {**env, "CCC_STORE": "memory://", "CCC_DATA_DIR": str(workdir / "memory-data")}
+        in_memory = BenchWorker(memory_env, workdir / "worker-memory.log").launch()
+        ready_memory = in_memory.wait_ready(_READY_TIMEOUT_S)
         in_memory.stop()
 
     results["results"] = {

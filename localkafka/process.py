@@ -50,7 +50,7 @@ class BrokerProcess:
                     # Own process group: a Ctrl-C aimed at the test run must not reach the
                     # broker before stop() has shut it down in order.
                     start_new_session=True,
-                    preexec_fn=_die_with_parent_hook(),
+                    preexec_fn=die_with_parent_hook(),
                 )
             except OSError as exc:
                 raise LocalKafkaError(f"cannot run {command[0]}: {exc}") from exc
@@ -176,7 +176,7 @@ def wait_until_serving(
 
 
 def run_tool(command: Sequence[str], *, cwd: Path, timeout_s: float, what: str) -> str:
-    """Run one of Kafka's command-line tools to its end; its output (stdout, then stderr).
+    """Run a short-lived tool (Kafka's, openssl) to its end; its output (stdout, then stderr).
 
     Raises ``LocalKafkaError`` naming ``what`` when it cannot run, overruns or fails.
     """
@@ -228,11 +228,12 @@ def _close_unclosed() -> None:
             instance.close()
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A preexec hook asking Linux to SIGTERM the broker if this process dies uncleanly.
+def die_with_parent_hook() -> Callable[[], None] | None:
+    """A preexec hook asking Linux to SIGTERM the child (the broker, a worker) if this process
+    dies uncleanly.
 
     atexit does not run when the test process is SIGKILLed or os._exit()s (pytest-timeout's
-    thread method does), which would orphan the JVM. PDEATHSIG fires when the *thread* that
+    thread method does), which would orphan the child. PDEATHSIG fires when the *thread* that
     forked exits, so it is only armed for the main thread, which lives as long as the process.
     """
     if not sys.platform.startswith("linux"):

@@ -50,22 +50,13 @@ class SecuredListener:
     def __init__(self, workdir: Path, users: Mapping[str, str]) -> None:
         self._workdir = workdir
         self._users = dict(users)
-
-    @property
-    def ca_file(self) -> Path:
-        return self._workdir / "tls" / "ca.pem"
-
-    @property
-    def keystore(self) -> Path:
-        return self._workdir / "tls" / "server-keystore.pem"
-
-    @property
-    def admin_client_properties(self) -> Path:
-        return self._workdir / "admin-client.properties"
-
-    @property
-    def _admin_password_file(self) -> Path:
-        return self._workdir / "admin.password"
+        self._tls_dir = workdir / "tls"
+        # What clients trust, and what the broker serves (ensure_server_tls makes both).
+        self.ca_file = self._tls_dir / "ca.pem"
+        self.keystore = self._tls_dir / "server-keystore.pem"
+        # --command-config of Kafka's CLI tools, as admin.
+        self.admin_client_properties = workdir / "admin-client.properties"
+        self._admin_password_file = workdir / "admin.password"
 
     @property
     def admin_password(self) -> str:
@@ -76,7 +67,7 @@ class SecuredListener:
 
     def prepare(self, *, formatted: bool) -> None:
         """The TLS files, and for a node still to be formatted a new admin password."""
-        ensure_server_tls(self._workdir / "tls")
+        ensure_server_tls(self._tls_dir)
         if not formatted:
             write_private(self._admin_password_file, secrets.token_urlsafe(24) + "\n")
 

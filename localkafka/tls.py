@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from .errors import LocalKafkaError
+from .process import run_tool
 
 _VALID_DAYS: Final = "30"
 _OPENSSL_TIMEOUT_S: Final = 60.0
@@ -107,23 +108,7 @@ def _valid_for_a_day(openssl: str, certificate: Path) -> bool:
 
 def _run(openssl: str, *parts: list[str], cwd: Path) -> None:
     command = [openssl, *(arg for part in parts for arg in part)]
-    try:
-        done = subprocess.run(
-            command,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=_OPENSSL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LocalKafkaError(f"cannot run {' '.join(command[:3])}: {exc}") from exc
-    if done.returncode != 0:
-        raise LocalKafkaError(
-            f"{' '.join(command[:3])} failed (exit {done.returncode}): {done.stderr.strip()}"
-        )
+    run_tool(command, cwd=cwd, timeout_s=_OPENSSL_TIMEOUT_S, what=" ".join(command[:3]))
 
 
 def write_private(path: Path, text: str) -> None:

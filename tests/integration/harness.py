@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +14,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from localkafka.ports import free_port
 from streams.settings import Settings
+from streams.worker_process import WorkerProcess, inherited_env
 from topics.admin import ensure_topics
 from topics.catalogue import Catalogue, build_catalogue
 from topics.codecs import AvroCodec
 
 REPO = Path(__file__).resolve().parents[2]
 CODEC = AvroCodec()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -47,8 +37,7 @@ class Deployment:
     name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
 
     def env(self, worker_index: int) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CCC_")}
-        env.update(
+        return inherited_env(
             {
                 "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
                 "CCC_APP_ID": self.name,
@@ -58,11 +47,9 @@ class Deployment:
                 "CCC_WEB_PORT": str(free_port()),
                 "CCC_EXPIRY_SWEEP_INTERVAL_SECONDS": "1",
                 "CCC_PROGRESS_INTERVAL_SECONDS": "5",
-                "PYTHONUNBUFFERED": "1",
+                **self.extra_env,
             }
         )
-        env.update(self.extra_env)
-        return env
 
     @property
     def settings(self) -> Settings:
@@ -76,74 +63,26 @@ class Deployment:
         asyncio.run(ensure_topics(self.bootstrap, self.catalogue.all()))
 
 
-class Worker:
-    """A ``ccc-guard worker`` in its own process, as in production."""
+class Worker(WorkerProcess):
+    """Worker ``index`` of a deployment, logging to ``worker-<index>.log`` in its root."""
 
     def __init__(self, deployment: Deployment, index: int = 0) -> None:
         self.deployment, self.index = deployment, index
-        self.log_path = deployment.root / f"worker-{index}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.env: dict[str, str] = {}
+        super().__init__(deployment.env(index), deployment.root / f"worker-{index}.log", cwd=REPO)
 
-    @property
-    def web_url(self) -> str:
-        return f"http://127.0.0.1:{self.env['CCC_WEB_PORT']}"
 
-    def start(self, *, wait_ready: float = 90.0) -> Worker:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start {time.strftime('%X')} =====\n".encode())
-            log.flush()
-            self.env = self.deployment.env(self.index)
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_for_log("[^Worker]: Ready", wait_ready)
-        return self
-
-    def _wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        offset = self.log_path.read_bytes().rfind(b"===== start")
-        while time.monotonic() < deadline:
-            if needle.encode() in self.log_path.read_bytes()[offset:]:
-                return
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(
-                    f"worker exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            time.sleep(0.1)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+def stop_all(workers: Iterable[WorkerProcess]) -> None:
+    """Stop every worker still running, so none outlives the test as an orphan process."""
+    for worker in workers:
+        if worker.alive:
+            worker.stop()
 
 
 class TopicWatcher:
     """Collects every record of a topic, decoded, on a background thread."""
 
     def __init__(self, bootstrap: str, topic: str, record_name: str, partitions: int) -> None:
+        self.topic = topic
         self.records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -276,11 +215,8 @@ def running_guard(deployment: Deployment, workers: int = 1) -> Iterator[Guard]:
             started.append(Worker(deployment, index).start())
         yield guard
     finally:
-        # Tests may replace guard.workers (a restarted worker): stop those too, or they outlive
-        # the session as orphan processes.
-        for worker in [*started, *guard.workers]:
-            if worker.alive:
-                worker.stop()
+        # Tests may replace guard.workers (a restarted worker): stop those too.
+        stop_all([*started, *guard.workers])
         verdicts.close()
         deadletters.close()
 
@@ -343,19 +279,46 @@ class BackgroundFeed:
             raise AssertionError(f"feed failed: {self._error!r}") from self._error
 
 
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Returns once ``condition()`` holds; fails after ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def quiet_period(
+    count: Callable[[], int],
+    quiet: float,
+    timeout: float,
+    until: Callable[[], bool] = lambda: False,
+) -> bool:
+    """True once ``count()`` has not changed for ``quiet`` seconds or ``until()`` holds; False
+    when ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    last, quiet_since = -1, time.monotonic()
+    while not until():
+        now, current = time.monotonic(), count()
+        if current != last:
+            last, quiet_since = current, now
+        elif now - quiet_since >= quiet:
+            return True
+        if now > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def wait_until_quiet(
     watcher: TopicWatcher, quiet: float = 3.0, timeout: float = 60.0
 ) -> list[dict[str, Any]]:
     """Every record once none has arrived for ``quiet`` seconds; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last, quiet_since = -1, time.monotonic()
-    while time.monotonic() - quiet_since < quiet:
-        count = len(watcher.snapshot())
-        if count != last:
-            last, quiet_since = count, time.monotonic()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"records still arriving after {timeout}s ({count} so far)")
-        time.sleep(0.2)
+    if not quiet_period(lambda: len(watcher.snapshot()), quiet, timeout):
+        raise AssertionError(
+            f"{watcher.topic}: records still arriving after {timeout}s "
+            f"({len(watcher.snapshot())} so far), waiting for {quiet}s without one"
+        )
     return watcher.snapshot()
 
 
@@ -434,8 +397,11 @@ class StalledConsumer:
         self._thread.join(30)
 
 
-def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, int, Any, Any]]:
-    """Every record of a topic as (partition, offset, key, value), raw, for diagnostics."""
+def read_topic(
+    bootstrap: str, topic: str, partitions: int, timeout: float = 60.0
+) -> list[tuple[int, int, Any, Any]]:
+    """Every record of a topic as (partition, offset, key, value), raw, for diagnostics: read
+    up to the end offsets it had when called; fails after ``timeout``."""
 
     async def run() -> list[tuple[int, int, Any, Any]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
@@ -447,7 +413,14 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, i
             ends = await consumer.end_offsets(tps)
             records: list[tuple[int, int, Any, Any]] = []
             behind = [tp for tp, end in ends.items() if end > 0]
+            deadline = time.monotonic() + timeout
             while behind:
+                if time.monotonic() > deadline:
+                    short = {tp.partition: ends[tp] for tp in behind}
+                    raise AssertionError(
+                        f"timed out after {timeout}s reading {topic} to its end offsets: "
+                        f"partitions {sorted(short)} short of {short}"
+                    )
                 for messages in (await consumer.getmany(timeout_ms=500)).values():
                     records.extend((m.partition, m.offset, m.key, m.value) for m in messages)
                 behind = [tp for tp in behind if await consumer.position(tp) < ends[tp]]

@@ -37,11 +37,14 @@ from tests.integration.harness import (
     Worker,
     duplicate_count,
     final_live,
+    quiet_period,
     read_table,
     read_topic,
     running_guard,
+    stop_all,
     undecided_events,
     verdict_id_conflicts,
+    wait_for,
     wait_until_quiet,
 )
 
@@ -138,15 +141,12 @@ def scenario(seed: int, *, listings: int = 120, batches: int = 10, prefix: str =
 def settle(guard: Guard, event_ids: set[str], timeout: float = 120.0) -> list[dict[str, Any]]:
     """Every verdict once each event has one and the topic is quiet, or once nothing has been
     decided for a while with events still undecided (those will not be: the test fails)."""
-    deadline = time.monotonic() + timeout
-    last, quiet_since = -1, time.monotonic()
-    while undecided_events(guard.verdicts.snapshot(), event_ids):
-        count = len(guard.verdicts.snapshot())
-        if count != last:
-            last, quiet_since = count, time.monotonic()
-        if time.monotonic() > deadline or time.monotonic() - quiet_since > 20:
-            break
-        time.sleep(0.2)
+    quiet_period(
+        lambda: len(guard.verdicts.snapshot()),
+        quiet=20,
+        timeout=timeout,
+        until=lambda: not undecided_events(guard.verdicts.snapshot(), event_ids),
+    )
     return wait_until_quiet(guard.verdicts, quiet=3.0, timeout=60.0)
 
 
@@ -248,17 +248,7 @@ def stopping(workers: list[Worker]) -> Iterator[list[Worker]]:
     try:
         yield workers
     finally:
-        for worker in workers:
-            if worker.alive:
-                worker.stop()
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        stop_all(workers)
 
 
 def test_killed_worker_restarted_on_its_data_decides_everything_once_per_id(

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 from tests.builders import cert_no, listing_event, listing_id, status_change
-from tests.integration.harness import Guard
+from tests.integration.harness import Guard, wait_for
 
 
 def get(url: str) -> tuple[int, str]:
@@ -34,10 +34,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 def test_health_endpoints(guard: Guard) -> None:
     url = guard.workers[0].web_url
     assert get(f"{url}/healthz") == (200, '{"status":"alive"}')
-    deadline = time.monotonic() + 30
-    while get(f"{url}/readyz")[0] != 200:
-        assert time.monotonic() < deadline, "worker never became ready"
-        time.sleep(0.2)
+    wait_for(lambda: get(f"{url}/readyz")[0] == 200, 30, "GET /readyz to answer 200")
     assert get(f"{url}/readyz") == (200, '{"status":"ready"}')
 
 

@@ -33,9 +33,11 @@ from typing import Any
 
 import pytest
 
-from streams.demo import DemoFeed, certificate
+from localkafka.ports import free_port
+from streams.clock import DAY_MS
+from streams.demo_feed import DemoFeed, certificate
 from tests.builders import cert_no, listing_event, listing_id, now_ms, status_change, today_cst
-from tests.integration.harness import CODEC, REPO, Deployment, Guard, free_port, running_guard
+from tests.integration.harness import CODEC, REPO, Deployment, Guard, running_guard
 from topics.client import GuardProducer
 
 PROMETHEUS = shutil.which("prometheus")
@@ -54,7 +56,6 @@ GRAFANA_VARIABLES = {
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _COMPARISONS = ("==", "!=", ">=", "<=", ">", "<")
 _ABSENT = re.compile(r"\babsent(?:_over_time)?\(")
-_DAY_MS = 86_400_000
 FEED_SECONDS = 20.0
 
 
@@ -256,10 +257,10 @@ async def _feed(guard: Guard, seconds: float) -> str:
         expiring, expiring_listing = cert_no(), listing_id()
         expires_on = today_cst() - 2
         await producer.certificate_status(
-            status_change(expiring, expires_on=expires_on, changed_at=now_ms() - 9 * _DAY_MS)
+            status_change(expiring, expires_on=expires_on, changed_at=now_ms() - 9 * DAY_MS)
         )
         await producer.listing_event(
-            listing_event(expiring_listing, [expiring], occurred_at=(expires_on - 1) * _DAY_MS)
+            listing_event(expiring_listing, [expiring], occurred_at=(expires_on - 1) * DAY_MS)
         )
 
         events, status = catalogue.listing_events.name, catalogue.certificate_status.name

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import secrets
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -30,8 +28,9 @@ from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFai
 from localkafka import LocalKafka
 from localkafka.broker import ADMIN_USER, SCRAM_MECHANISM
 from streams.settings import Secret, Settings
+from streams.worker_process import WorkerProcess
 from tests.builders import cert_no, listing_event, listing_id, status_change
-from tests.integration.harness import CODEC, REPO, Deployment, Worker
+from tests.integration.harness import CODEC, REPO, Deployment, Worker, stop_all
 from topics.acls import worker_grants
 from topics.admin import ensure_topics
 from topics.catalogue import Catalogue
@@ -120,8 +119,7 @@ def secure_worker(secure: SecureSetup) -> Iterator[Worker]:
     try:
         yield worker
     finally:
-        if worker.alive:
-            worker.stop()
+        stop_all([worker])
 
 
 async def _read_verdicts(
@@ -249,17 +247,12 @@ def test_a_wrong_password_stops_the_worker_at_once_with_a_clear_error(
     del env["CCC_KAFKA_SASL_PASSWORD_FILE"]
     env["CCC_KAFKA_SASL_PASSWORD"] = wrong
     env["CCC_DATA_DIR"] = str(tmp_path / "data")
+    worker = WorkerProcess(env, tmp_path / "worker.log", log_level="debug", cwd=REPO)
     started = time.monotonic()
-    worker = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker", "-l", "debug"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
+    returncode = worker.launch().wait_exit(timeout=60)
     elapsed = time.monotonic() - started
-    output = (worker.stdout + worker.stderr).decode(errors="replace")
-    assert worker.returncode != 0, output
+    output = worker.output()
+    assert returncode != 0, output
     assert elapsed < 30, f"took {elapsed:.1f}s"
     assert f"authentication failed for user '{WORKER_USER}' with SCRAM-SHA-512" in output
     assert wrong not in output

@@ -11,7 +11,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.errors import TopicLayoutError
-from tests.integration.harness import REPO, Deployment
+from tests.integration.harness import REPO, Deployment, Worker
 from topics.admin import config_drift, ensure_topics
 
 
@@ -51,15 +51,9 @@ def test_a_topic_with_another_partition_count_refuses_the_start(kafka: str, tmp_
     with pytest.raises(TopicLayoutError, match=f"{events} has 2 partitions, expected 4"):
         asyncio.run(ensure_topics(kafka, deployment.catalogue.all()))
     # The worker itself stops with that message instead of running mis-partitioned.
-    worker = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker"],
-        cwd=REPO,
-        env=deployment.env(0),
-        capture_output=True,
-        timeout=120,
-    )
-    assert worker.returncode != 0
-    assert b"has 2 partitions, expected 4" in worker.stdout + worker.stderr
+    worker = Worker(deployment).launch()
+    assert worker.wait_exit(timeout=120) != 0
+    assert "has 2 partitions, expected 4" in worker.output()
 
 
 def test_drift_from_the_catalogue_is_reported(kafka: str, tmp_path: Path) -> None:

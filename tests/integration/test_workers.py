@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from streams.model import CertificateStatus, CertView
 from streams.rules import evaluate
 from tests.builders import listing_event, status_change
-from tests.integration.harness import Deployment, Guard, Worker, running_guard
+from tests.integration.harness import Deployment, Guard, Worker, running_guard, wait_until_quiet
 
 T0 = 1_790_000_000_000
 
@@ -77,15 +76,9 @@ def run_scenario(guard: Guard, seed: int) -> dict[str, bool]:
         lambda v: v["trigger"] == "LISTING_EVENT", count=len(events), timeout=120
     )
     guard.feed.certificates(*later)
-    # Then the listings that the changes re-check must settle: poll until the final states
-    # stop changing for a while.
-    last, stable_since = -1, time.monotonic()
-    while time.monotonic() - stable_since < 3:
-        count = len(guard.verdicts.snapshot())
-        if count != last:
-            last, stable_since = count, time.monotonic()
-        time.sleep(0.2)
-    verdicts = guard.verdicts.snapshot()
+    # Then the listings that the changes re-check must settle: until the final states stop
+    # changing for a while.
+    verdicts = wait_until_quiet(guard.verdicts, quiet=3.0, timeout=120.0)
     decided = {v["listing_id"] for v in verdicts if v["trigger"] == "LISTING_EVENT"}
     assert decided == {e["listing_id"] for e in events}
     return {v["listing_id"]: v["action"] in {"ALLOW", "RESTORE"} for v in verdicts}
