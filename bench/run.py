@@ -262,9 +262,9 @@ def run(profile: Profile, overrides: dict[str, str]) -> dict[str, Any]:
             }
         )
         settings = Settings.from_env(env)
-        catalogue = build_catalogue(settings)
+        catalogue = build_catalogue(settings.topic_naming())
         scratch = dataclasses.replace(catalogue.verdicts, name="bench.passthrough")
-        connection = KafkaConnection.from_settings(settings)
+        connection = KafkaConnection.from_config(settings.connection_config())
         asyncio.run(ensure_topics(connection, [*catalogue.all(), scratch]))
 
         log(f"pre-filling {profile.certificates} certificates and {profile.listings} listings")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import faust
 
+from streams.credentials import faust_credentials
 from streams.faust_adapter import (
     ProcessedAcks,
     commit_only_contiguous,
@@ -56,13 +57,13 @@ class GuardApp(faust.App):
 
 def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[GuardApp, Topology]:
     """Raises ``ConfigError`` when the Kafka security files cannot be used."""
-    connection = KafkaConnection.from_settings(settings)
+    connection = KafkaConnection.from_config(settings.connection_config())
     app = GuardApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         # TLS and SASL for Faust's consumer and producer; never in the broker URL, which Faust
         # prints in its start-up banner.
-        broker_credentials=connection.faust_credentials(),
+        broker_credentials=faust_credentials(connection),
         store=settings.store,
         datadir=str(Path(settings.data_dir)),
         autodiscover=False,
@@ -91,7 +92,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
     )
     app.guard_settings = settings
     app.kafka_connection = connection
-    app.catalogue = build_catalogue(settings)
+    app.catalogue = build_catalogue(settings.topic_naming())
     metrics = install_web(app, [spec.name for spec in app.catalogue.consumed()])
     app.processed_acks = ProcessedAcks()
     topology = Topology(

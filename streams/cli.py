@@ -13,20 +13,20 @@ from streams.app import GuardApp, create_app
 from streams.commands import register_commands
 from streams.errors import ConfigError
 from streams.settings import Settings
-from streams.topology import Topology
 
 
-def _app_or_exit() -> tuple[Settings, GuardApp, Topology]:
+def _app_or_exit() -> tuple[Settings, GuardApp]:
     try:
         settings = Settings.from_env(os.environ)
-        app, topology = create_app(settings)
+        # The topology lives on through the agents and timers it registers on the app.
+        app, _topology = create_app(settings)
     except ConfigError as exc:
         print(f"ccc-guard: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return settings, app, topology
+    return settings, app
 
 
-settings, app, topology = _app_or_exit()
+settings, app = _app_or_exit()
 register_commands(app)
 
 

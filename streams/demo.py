@@ -28,7 +28,7 @@ from streams.demo_report import Tally, format_verdict
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from topics.admin import ensure_topics
-from topics.catalogue import Catalogue, build_catalogue
+from topics.catalogue import Catalogue, TopicSpec, build_catalogue
 from topics.client import GuardProducer, read_records
 from topics.codecs import AvroCodec
 from topics.connection import KafkaConnection
@@ -63,8 +63,8 @@ async def run_demo(settings: Settings, *, duration: float, rate: float, seed: in
         with contextlib.ExitStack() as stack:
             settings = _broker(stack, settings)
             say(f"broker: {settings.bootstrap_servers}")
-            connection = KafkaConnection.from_settings(settings)
-            catalogue = build_catalogue(settings)
+            connection = KafkaConnection.from_config(settings.connection_config())
+            catalogue = build_catalogue(settings.topic_naming())
             # Returns once every partition of every topic has a leader.
             await ensure_topics(connection, catalogue.all())
             say(f"topics ready ({settings.partitions} partitions each); starting the worker...")
@@ -141,17 +141,12 @@ async def _run(
     last verdicts; the seconds fed."""
     codec = AvroCodec()
     since = wall_clock_ms()
-    verdicts, dead_letters = catalogue.verdicts.name, catalogue.deadletter.name
     readers = [
         asyncio.ensure_future(
-            _watch(
-                connection, verdicts, "ListingVerdict", "decided_at", since, _show_verdict(tally)
-            )
+            _watch(connection, catalogue.verdicts, "decided_at", since, _show_verdict(tally))
         ),
         asyncio.ensure_future(
-            _watch(
-                connection, dead_letters, "DeadLetter", "failed_at", since, _show_dead_letter(tally)
-            )
+            _watch(connection, catalogue.deadletter, "failed_at", since, _show_dead_letter(tally))
         ),
     ]
     started = time.monotonic()
@@ -219,14 +214,13 @@ def _show_dead_letter(tally: Tally) -> Callable[[dict[str, Any]], None]:
 
 async def _watch(
     connection: KafkaConnection,
-    topic: str,
-    record_name: str,
+    topic: TopicSpec,
     stamp: str,
     since: int,
     show: Callable[[dict[str, Any]], None],
 ) -> None:
     """``show`` every record of ``topic`` whose ``stamp`` field is ``since`` or later."""
-    async for record in read_records(connection, topic, AvroCodec(), record_name):
+    async for record in read_records(connection, topic.name, AvroCodec(), topic.avro_record):
         # An existing broker (KAFKA_BOOTSTRAP_SERVERS) holds earlier runs' records too.
         if record[stamp] >= since:
             show(record)

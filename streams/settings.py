@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from streams.errors import ConfigError
+from topics.catalogue import TopicNaming
+from topics.config import ConnectionConfig, Secret
 
 PREFIX = "CCC_"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
@@ -21,47 +23,6 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,200}")
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
-
-
-class Secret:
-    """A value that must never be printed: ``str``, ``repr`` and formatting all give ``***``
-    (or nothing when empty); ``reveal()`` gives the value to the one place that needs it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __str__(self) -> str:
-        return "***" if self._value else ""
-
-    def __repr__(self) -> str:
-        return f"Secret({str(self)!r})"
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
-
-    def __copy__(self) -> Secret:
-        return self  # immutable
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
-        return self
-
-    def __reduce__(self) -> Any:
-        # Pickling would write the value wherever the pickle goes (a queue, a file, a cache).
-        raise TypeError("a Secret is not pickled")
 
 
 def _bootstrap(value: str) -> str:
@@ -149,6 +110,13 @@ def _existing_file(value: str) -> str:
     except OSError as exc:
         raise ValueError(f"cannot be read ({exc.strerror})") from None
     return str(path)
+
+
+# Variables of the same CCC_ namespace that other parts read on their own, so accepted here:
+READ_ELSEWHERE: Final = {
+    # Development only: where localkafka caches the broker's jars (localkafka/jars.py).
+    "CCC_KAFKA_CACHE": "localkafka/jars.py",
+}
 
 
 def _setting(
@@ -342,16 +310,9 @@ class Settings:
         "Largest encoded input value accepted; checked before decoding.",
     )
 
-    kafka_cache_dir: str = _setting(
-        "CCC_KAFKA_CACHE",
-        "~/.cache/ccc-guard",
-        str,
-        "Development only: where the local broker's jars from Maven Central are cached.",
-    )
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        known = {f.metadata["env"] for f in fields(cls)}
+        known = {f.metadata["env"] for f in fields(cls)} | READ_ELSEWHERE.keys()
         unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
         if unknown:
             raise ConfigError(
@@ -369,13 +330,40 @@ class Settings:
         settings._check_kafka_security()
         return settings
 
+    def connection_config(self) -> ConnectionConfig:
+        """The Kafka layer's connection settings (password files not yet read)."""
+        return ConnectionConfig(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            sasl_password_file=self.kafka_sasl_password_file,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
+
+    def topic_naming(self) -> TopicNaming:
+        """The Kafka layer's topic names and layout."""
+        return TopicNaming(
+            app_id=self.app_id,
+            external_prefix=self.topic_prefix,
+            listing_events=self.listing_events_topic,
+            certificate_status=self.certificate_status_topic,
+            verdicts=self.verdicts_topic,
+            deadletter=self.deadletter_topic,
+            partitions=self.partitions,
+            replication_factor=self.replication_factor,
+        )
+
     @property
     def uses_sasl(self) -> bool:
-        return self.kafka_security_protocol.startswith("SASL_")
+        return self.connection_config().uses_sasl
 
     @property
     def uses_tls(self) -> bool:
-        return self.kafka_security_protocol in {"SSL", "SASL_SSL"}
+        return self.connection_config().uses_tls
 
     def _check_kafka_security(self) -> None:
         """The security settings that only make sense together."""
@@ -428,26 +416,6 @@ class Settings:
                     "CCC_KAFKA_SASL_MECHANISM=PLAIN sends the password in clear text: "
                     "use it with CCC_KAFKA_SECURITY_PROTOCOL=SASL_SSL only"
                 )
-
-    def sasl_password(self) -> Secret:
-        """The SASL password: CCC_KAFKA_SASL_PASSWORD, or CCC_KAFKA_SASL_PASSWORD_FILE's content
-        without its trailing line break. Raises ``ConfigError`` if the file cannot be read or
-        is empty."""
-        if not self.kafka_sasl_password_file:
-            return self.kafka_sasl_password
-        path = self.kafka_sasl_password_file
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"CCC_KAFKA_SASL_PASSWORD_FILE={path!r} cannot be read: {exc.strerror}"
-            ) from None
-        except UnicodeDecodeError:  # its message would quote bytes of the password
-            raise ConfigError(f"CCC_KAFKA_SASL_PASSWORD_FILE={path!r} is not UTF-8 text") from None
-        password = text.removesuffix("\n").removesuffix("\r")
-        if not password:
-            raise ConfigError(f"CCC_KAFKA_SASL_PASSWORD_FILE={path!r} is empty")
-        return Secret(password)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, current value, meaning) for every setting; secrets show as ``***``."""

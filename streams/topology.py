@@ -207,7 +207,7 @@ class Topology:
         )
 
     async def _on_listing_event(self, key: bytes | None, value: bytes) -> None:
-        record = self.codec.decode("ListingEvent", value)
+        record = self.codec.decode(self.catalogue.listing_events.avro_record, value)
         event = validation.listing_event(record, key, self.limits)
         self.progress.counts["listing_events"] += 1
         self.metrics.listing_events.labels(str(event.event_type)).inc()
@@ -284,7 +284,8 @@ class Topology:
         for verdict in outcome.verdicts:
             self.progress.counts[f"verdicts_{verdict.action.lower()}"] += 1
             await self.verdicts.send(
-                key=key, value=self.codec.encode("ListingVerdict", verdict.as_record())
+                key=key,
+                value=self.codec.encode(self.catalogue.verdicts.avro_record, verdict.as_record()),
             )
             self.metrics.verdict(verdict, self.clock())
 
@@ -367,7 +368,7 @@ class Topology:
         )
 
     async def _on_status_change(self, key: bytes | None, value: bytes) -> None:
-        record = self.codec.decode("CertificateStatusChanged", value)
+        record = self.codec.decode(self.catalogue.certificate_status.avro_record, value)
         change = validation.certificate_change(record, key, self.limits)
         self.progress.counts["status_changes"] += 1
         state = self._certificate_state(change.cert_no.encode())
@@ -558,7 +559,9 @@ class Topology:
             "error": f"{kind}: {error}",
             "failed_at": self.clock(),
         }
-        await self.deadletter.send(key=key, value=self.codec.encode("DeadLetter", record))
+        await self.deadletter.send(
+            key=key, value=self.codec.encode(self.catalogue.deadletter.avro_record, record)
+        )
 
     async def _log_progress(self) -> None:
         log.info(

@@ -9,14 +9,22 @@ topics of their side, which is only correct when they are co-partitioned.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-from streams.settings import Settings
+from topics.errors import TopicLayoutError
 
 
-class ValueFormat(StrEnum):
-    AVRO = "avro"  # single-object encoded, schema under avro/
-    INTERNAL = "internal"  # streams.join_protocol messages, private to ccc-guard
+@dataclass(frozen=True, slots=True)
+class TopicNaming:
+    """How the topics are named and laid out: what the app's settings tell the Kafka layer."""
+
+    app_id: str  # internal and changelog topics are named after it
+    external_prefix: str  # prepended to the four external topic names
+    listing_events: str
+    certificate_status: str
+    verdicts: str
+    deadletter: str
+    partitions: int
+    replication_factor: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +33,21 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     key: str  # what the UTF-8 key holds
-    value_format: ValueFormat
-    value_record: str | None  # Avro record name, for AVRO values
+    # The Avro record its values are (single-object encoded, schema under avro/); None for
+    # ccc-guard's internal topics, whose values are the join's private protocol.
+    value_record: str | None
     config: tuple[tuple[str, str], ...] = ()
 
     @property
     def config_dict(self) -> dict[str, str]:
         return dict(self.config)
+
+    @property
+    def avro_record(self) -> str:
+        """The Avro record name of an Avro topic's values."""
+        if self.value_record is None:
+            raise TopicLayoutError(f"topic {self.name} does not carry Avro records")
+        return self.value_record
 
 
 _COMPACTED = (("cleanup.policy", "compact"),)
@@ -88,58 +104,40 @@ class Catalogue:
         )
 
 
-def build_catalogue(settings: Settings) -> Catalogue:
+def build_catalogue(naming: TopicNaming) -> Catalogue:
     def spec(
-        name: str,
-        key: str,
-        value_format: ValueFormat,
-        record: str | None,
-        config: tuple[tuple[str, str], ...] = (),
+        name: str, key: str, record: str | None, config: tuple[tuple[str, str], ...] = ()
     ) -> TopicSpec:
         return TopicSpec(
             name=name,
-            partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
+            partitions=naming.partitions,
+            replication_factor=naming.replication_factor,
             key=key,
-            value_format=value_format,
             value_record=record,
             config=config,
         )
 
     # External topics take the prefix; internal ones are namespaced by the app id, as Faust
     # names its changelogs (and Kafka Streams its internal topics).
-    external = settings.topic_prefix
-    internal = f"{settings.app_id}-"
+    external = naming.external_prefix
+    internal = f"{naming.app_id}-"
     changelogs = tuple(
-        (table, spec(f"{internal}{table}-changelog", key, ValueFormat.INTERNAL, None, _COMPACTED))
+        (table, spec(f"{internal}{table}-changelog", key, None, _COMPACTED))
         for table, key in TABLES
     )
     return Catalogue(
-        listing_events=spec(
-            external + settings.listing_events_topic, "listing_id", ValueFormat.AVRO, "ListingEvent"
-        ),
+        listing_events=spec(external + naming.listing_events, "listing_id", "ListingEvent"),
         certificate_status=spec(
-            external + settings.certificate_status_topic,
+            external + naming.certificate_status,
             "cert_no",
-            ValueFormat.AVRO,
             "CertificateStatusChanged",
             _COMPACTED,
         ),
-        verdicts=spec(
-            external + settings.verdicts_topic, "listing_id", ValueFormat.AVRO, "ListingVerdict"
-        ),
+        verdicts=spec(external + naming.verdicts, "listing_id", "ListingVerdict"),
         deadletter=spec(
-            external + settings.deadletter_topic,
-            "original key",
-            ValueFormat.AVRO,
-            "DeadLetter",
-            _DEAD_LETTER_RETENTION,
+            external + naming.deadletter, "original key", "DeadLetter", _DEAD_LETTER_RETENTION
         ),
-        certificate_commands=spec(
-            internal + "certificate-commands", "cert_no", ValueFormat.INTERNAL, None
-        ),
-        listing_updates=spec(
-            internal + "listing-updates", "listing_id", ValueFormat.INTERNAL, None
-        ),
+        certificate_commands=spec(internal + "certificate-commands", "cert_no", None),
+        listing_updates=spec(internal + "listing-updates", "listing_id", None),
         changelogs=changelogs,
     )

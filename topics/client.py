@@ -41,14 +41,14 @@ class GuardProducer:
         await self._producer.send(
             self.catalogue.listing_events.name,
             key=str(event["listing_id"]).encode(),
-            value=self.codec.encode("ListingEvent", event),
+            value=self.codec.encode(self.catalogue.listing_events.avro_record, event),
         )
 
     async def certificate_status(self, change: Mapping[str, Any]) -> None:
         await self._producer.send(
             self.catalogue.certificate_status.name,
             key=str(change["cert_no"]).encode(),
-            value=self.codec.encode("CertificateStatusChanged", change),
+            value=self.codec.encode(self.catalogue.certificate_status.avro_record, change),
         )
 
     async def raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:

@@ -1,8 +1,9 @@
 """How every Kafka client of ccc-guard connects: the one place settings become client options.
 
-``KafkaConnection.from_settings`` resolves the security settings once (reads the password file,
-loads the CA bundle and client certificate into one TLS context) and hands them out as aiokafka
-keyword arguments (admin client, producers, consumers) and as Faust's ``broker_credentials``.
+``KafkaConnection.from_config`` resolves a ``ConnectionConfig`` once (reads the password file,
+loads the CA bundle and client certificate into one TLS context) and hands it out as aiokafka
+keyword arguments (admin client, producers, consumers; the app turns the same values into
+Faust's ``broker_credentials``).
 
 Nothing here prints the password: ``KafkaConnection``'s repr masks it, ``describe()`` names only
 the protocol, mechanism and user, and a failed start is explained by ``connect_error`` from the
@@ -19,7 +20,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-import faust
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -28,7 +28,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from streams.settings import Secret, Settings
+from topics.config import ConnectionConfig, Secret
 from topics.errors import BrokerConnectionError, ConfigError
 
 _PROBE_TIMEOUT_S = 15.0
@@ -83,22 +83,20 @@ class KafkaConnection:
         return cls(bootstrap_servers)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KafkaConnection:
+    def from_config(cls, config: ConnectionConfig) -> KafkaConnection:
         """Raises ``ConfigError`` when the password file or a PEM file cannot be used."""
         context = None
-        if settings.uses_tls:
-            context = _tls_context(
-                settings.kafka_ssl_cafile, settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile
-            )
-        sasl = settings.uses_sasl
+        if config.uses_tls:
+            context = _tls_context(config.ssl_cafile, config.ssl_certfile, config.ssl_keyfile)
+        sasl = config.uses_sasl
         return cls(
-            bootstrap_servers=settings.bootstrap_servers,
-            security_protocol=settings.kafka_security_protocol,
-            sasl_mechanism=settings.kafka_sasl_mechanism if sasl else None,
-            sasl_username=settings.kafka_sasl_username if sasl else None,
-            sasl_password=settings.sasl_password() if sasl else None,
+            bootstrap_servers=config.bootstrap_servers,
+            security_protocol=config.security_protocol,
+            sasl_mechanism=config.sasl_mechanism if sasl else None,
+            sasl_username=config.sasl_username if sasl else None,
+            sasl_password=config.read_sasl_password() if sasl else None,
             ssl_context=context,
-            ssl_cafile=settings.kafka_ssl_cafile or None,
+            ssl_cafile=config.ssl_cafile or None,
         )
 
     def aiokafka_auth(self) -> dict[str, Any]:
@@ -115,21 +113,6 @@ class KafkaConnection:
     def aiokafka_kwargs(self) -> dict[str, Any]:
         """``bootstrap_servers`` and the security keyword arguments of aiokafka's clients."""
         return {"bootstrap_servers": self.bootstrap_servers, **self.aiokafka_auth()}
-
-    def faust_credentials(self) -> faust.auth.Credentials | None:
-        """Faust's ``broker_credentials``. Faust's aiokafka driver turns them back into the
-        same aiokafka arguments (``credentials_to_aiokafka_auth``); its SASLCredentials only
-        means SASL_SSL when it carries an SSL context."""
-        if self.security_protocol == "PLAINTEXT":
-            return None
-        if self.security_protocol == "SSL":
-            return faust.SSLCredentials(self.ssl_context)
-        return faust.SASLCredentials(
-            username=self.sasl_username,
-            password=(self.sasl_password or Secret("")).reveal(),
-            ssl_context=self.ssl_context,  # None: SASL_PLAINTEXT
-            mechanism=faust.types.auth.SASLMechanism(self.sasl_mechanism),
-        )
 
     def describe(self) -> str:
         """How this connects, for logs: protocol, mechanism, user and CA file; no secret."""

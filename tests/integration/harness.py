@@ -57,7 +57,7 @@ class Deployment:
 
     @property
     def catalogue(self) -> Catalogue:
-        return build_catalogue(self.settings)
+        return build_catalogue(self.settings.topic_naming())
 
     def create_topics(self) -> None:
         asyncio.run(ensure_topics(self.bootstrap, self.catalogue.all()))

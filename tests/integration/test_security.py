@@ -27,7 +27,7 @@ from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFai
 
 from localkafka import LocalKafka
 from localkafka.broker import ADMIN_USER, SCRAM_MECHANISM
-from streams.settings import Secret, Settings
+from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.builders import cert_no, listing_event, listing_id, status_change
 from tests.integration.harness import CODEC, REPO, Deployment, Worker, stop_all
@@ -35,6 +35,7 @@ from topics.acls import worker_grants
 from topics.admin import ensure_topics
 from topics.catalogue import Catalogue
 from topics.client import GuardProducer
+from topics.config import Secret
 from topics.connection import KafkaConnection
 
 WORKER_USER = "ccc-worker"
@@ -76,7 +77,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSetup]:
     root = tmp_path_factory.mktemp("secure")
     password = secrets.token_urlsafe(18)
     with LocalKafka(scram_users={WORKER_USER: password}) as broker:
-        admin = KafkaConnection.from_settings(
+        admin = KafkaConnection.from_config(
             Settings.from_env(
                 {
                     "KAFKA_BOOTSTRAP_SERVERS": broker.sasl_bootstrap_servers,
@@ -85,7 +86,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSetup]:
                     "CCC_KAFKA_SASL_PASSWORD": broker.admin_password,
                     "CCC_KAFKA_SSL_CAFILE": str(broker.ca_file),
                 }
-            )
+            ).connection_config()
         )
         password_file = root / "worker.password"
         password_file.write_text(password + "\n")

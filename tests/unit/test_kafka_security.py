@@ -15,8 +15,10 @@ from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import AuthProtocol, SASLMechanism
 
+from streams.credentials import faust_credentials
 from streams.errors import ConfigError
-from streams.settings import Secret, Settings
+from streams.settings import Settings
+from topics.config import Secret
 from topics.connection import KafkaConnection
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,9 +38,9 @@ def test_plaintext_by_default() -> None:
     settings = Settings.from_env({})
     assert settings.kafka_security_protocol == "PLAINTEXT"
     assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
-    connection = KafkaConnection.from_settings(settings)
+    connection = KafkaConnection.from_config(settings.connection_config())
     assert connection.aiokafka_auth() == {"security_protocol": "PLAINTEXT"}
-    assert connection.faust_credentials() is None
+    assert faust_credentials(connection) is None
 
 
 def test_protocol_and_mechanism_are_normalised_and_checked() -> None:
@@ -85,7 +87,7 @@ def test_password_file_is_read_without_its_line_break(tmp_path: Path) -> None:
     password_file.write_text(PASSWORD + "\n")
     env = _sasl_env(CCC_KAFKA_SASL_PASSWORD_FILE=str(password_file))
     del env["CCC_KAFKA_SASL_PASSWORD"]
-    connection = KafkaConnection.from_settings(Settings.from_env(env))
+    connection = KafkaConnection.from_config(Settings.from_env(env).connection_config())
     assert connection.aiokafka_auth()["sasl_plain_password"] == PASSWORD
 
 
@@ -109,7 +111,7 @@ def test_an_empty_password_file_is_refused(tmp_path: Path) -> None:
     env = _sasl_env(CCC_KAFKA_SASL_PASSWORD_FILE=str(password_file))
     del env["CCC_KAFKA_SASL_PASSWORD"]
     with pytest.raises(ConfigError, match=r"CCC_KAFKA_SASL_PASSWORD_FILE=.* is empty"):
-        KafkaConnection.from_settings(Settings.from_env(env))
+        KafkaConnection.from_config(Settings.from_env(env).connection_config())
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,7 @@ def test_plain_is_refused_without_tls() -> None:
 
 def test_the_password_is_never_printed() -> None:
     settings = Settings.from_env(_sasl_env())
-    connection = KafkaConnection.from_settings(settings)
+    connection = KafkaConnection.from_config(settings.connection_config())
     printed = [
         repr(settings),
         str(settings),
@@ -153,7 +155,7 @@ def test_the_password_is_never_printed() -> None:
         f"{settings.kafka_sasl_password!r:>40}",
         repr(connection),
         connection.describe(),
-        repr(connection.faust_credentials()),
+        repr(faust_credentials(connection)),
         *(value for _, value, _ in settings.describe()),
     ]
     assert all(PASSWORD not in text for text in printed), printed
@@ -184,10 +186,10 @@ def test_python_m_streams_settings_masks_the_password() -> None:
 def test_faust_gets_the_same_sasl_options_as_aiokafka(
     protocol: str, expected: AuthProtocol
 ) -> None:
-    connection = KafkaConnection.from_settings(
-        Settings.from_env(_sasl_env(CCC_KAFKA_SECURITY_PROTOCOL=protocol))
+    connection = KafkaConnection.from_config(
+        Settings.from_env(_sasl_env(CCC_KAFKA_SECURITY_PROTOCOL=protocol)).connection_config()
     )
-    credentials = connection.faust_credentials()
+    credentials = faust_credentials(connection)
     assert isinstance(credentials, SASLCredentials)
     assert credentials.protocol is expected
     assert credentials.mechanism is SASLMechanism.SCRAM_SHA_512
@@ -200,10 +202,10 @@ def test_faust_gets_the_same_sasl_options_as_aiokafka(
 
 
 def test_faust_gets_ssl_credentials_for_tls_only() -> None:
-    connection = KafkaConnection.from_settings(
-        Settings.from_env({"CCC_KAFKA_SECURITY_PROTOCOL": "SSL"})
+    connection = KafkaConnection.from_config(
+        Settings.from_env({"CCC_KAFKA_SECURITY_PROTOCOL": "SSL"}).connection_config()
     )
-    credentials = connection.faust_credentials()
+    credentials = faust_credentials(connection)
     assert isinstance(credentials, SSLCredentials)
     assert dict(credentials_to_aiokafka_auth(credentials)) == connection.aiokafka_auth()
     assert connection.ssl_context is not None and connection.ssl_context.check_hostname
@@ -225,7 +227,7 @@ def test_an_unusable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("not a certificate\n")
     settings = Settings.from_env(_sasl_env(CCC_KAFKA_SSL_CAFILE=str(bad)))
     with pytest.raises(ConfigError, match=r"CCC_KAFKA_SSL_CAFILE=.* cannot be loaded"):
-        KafkaConnection.from_settings(settings)
+        KafkaConnection.from_config(settings.connection_config())
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
@@ -240,20 +242,20 @@ def test_a_ca_file_and_a_client_certificate_load(tmp_path: Path) -> None:
             CCC_KAFKA_SSL_CERTFILE=str(files.keystore_file),
         )
     )
-    connection = KafkaConnection.from_settings(settings)
+    connection = KafkaConnection.from_config(settings.connection_config())
     assert connection.ssl_context is not None
     expected = f"SASL_SSL, SCRAM-SHA-512 as user 'ccc-worker', CA {files.ca_file}"
     assert connection.describe() == expected
     wrong_key = tmp_path / "other.key"
     wrong_key.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(ConfigError, match=r"CCC_KAFKA_SSL_CERTFILE=.* cannot be loaded"):
-        KafkaConnection.from_settings(
+        KafkaConnection.from_config(
             Settings.from_env(
                 _sasl_env(
                     CCC_KAFKA_SSL_CERTFILE=str(files.keystore_file),
                     CCC_KAFKA_SSL_KEYFILE=str(wrong_key),
                 )
-            )
+            ).connection_config()
         )
 
 

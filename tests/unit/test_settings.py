@@ -39,6 +39,12 @@ def test_unknown_variable_is_refused_and_named() -> None:
         Settings.from_env({"CCC_PARTITION": "4"})
 
 
+def test_variables_read_elsewhere_are_accepted_but_not_settings() -> None:
+    # localkafka reads CCC_KAFKA_CACHE itself; the worker must not refuse an env that sets it.
+    settings = Settings.from_env({"CCC_KAFKA_CACHE": "/tmp/jars"})
+    assert "CCC_KAFKA_CACHE" not in {env for env, _, _ in settings.describe()}
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -59,7 +65,7 @@ def test_malformed_value_is_refused_with_the_variable_and_value(variable: str, v
 
 def test_topic_prefix_and_app_id_name_every_topic() -> None:
     catalogue = build_catalogue(
-        Settings.from_env({"CCC_TOPIC_PREFIX": "stage.", "CCC_APP_ID": "guard-a"})
+        Settings.from_env({"CCC_TOPIC_PREFIX": "stage.", "CCC_APP_ID": "guard-a"}).topic_naming()
     )
     names = [spec.name for spec in catalogue.all()]
     assert names == [
