@@ -32,6 +32,7 @@ __all__ = [
     "LocalKafkaError",
     "MalformedBodyError",
     "RejectedRecordError",
+    "StateFormatError",
     "TopicLayoutError",
     "UnknownSchemaError",
 ]
@@ -47,3 +48,10 @@ class ChangelogNotAcknowledged(CccGuardError):
     """Offsets must not be committed: a table write is not (or never will be) in its changelog.
     Raised in the commit path (``streams/faust_adapter.py``); the worker stops rather than
     commit past a state change that may be lost."""
+
+
+class StateFormatError(CccGuardError):
+    """A table value is not in the state format this version writes: the store or changelog
+    holds state of an older ccc-guard (or not ccc-guard's at all). Not the input record's
+    fault, so the worker stops rather than dead-letter every event; the README's upgrade
+    section says what to do."""

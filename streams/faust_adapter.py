@@ -70,9 +70,11 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from streams.errors import ChangelogNotAcknowledged
 
 
-def iter_keys_with_prefix(table: Any, partition: int, prefix: bytes) -> Iterator[bytes]:
-    """Keys of ``table`` in ``partition`` that start with ``prefix``, without loading values
-    into a list: the caller streams them."""
+def iter_items_with_prefix(
+    table: Any, partition: int, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of ``table`` in ``partition`` whose key starts with ``prefix``, without
+    loading them into a list: the caller streams them."""
     store = table.data
     if isinstance(store, RocksDBStore):
         iterator = store._db_for_partition(partition).iter()
@@ -81,11 +83,13 @@ def iter_keys_with_prefix(table: Any, partition: int, prefix: bytes) -> Iterator
             key: bytes = iterator.key()
             if not key.startswith(prefix):
                 return
-            yield key
+            yield key, iterator.value()
             iterator.next()
     elif isinstance(store, MemoryStore):
-        # Copy the matching keys first: the dict may change while the caller awaits sends.
-        yield from [k for k in store.data if isinstance(k, bytes) and k.startswith(prefix)]
+        # Copy the matching items first: the dict may change while the caller awaits sends.
+        yield from [
+            (k, v) for k, v in store.data.items() if isinstance(k, bytes) and k.startswith(prefix)
+        ]
     else:  # pragma: no cover - only the two stores above are configurable
         raise TypeError(f"no prefix scan for store {type(store).__name__}")
 

@@ -3,6 +3,11 @@
 These messages never leave ccc-guard, so they are compact JSON arrays (orjson), not Avro: the
 first element tags the kind. A message this codec cannot read means a bug or a foreign writer on
 our internal topic; it raises ``MalformedBodyError`` and is dead-lettered like any input.
+
+Routing is by partition number, never by re-hashing a key someone else partitioned: a listing's
+state lives on whatever partition the platform's producer chose for its events, so a
+subscription names that partition, the claim index keeps it, and every answer and re-check is
+sent to exactly that partition.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from streams.model import CertificateStatus, CertView, VerdictTrigger
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Listing ``listing_id`` now claims the certificate (the message key). ``token`` names
-    this subscription; its answer carries it back, so an answer to an older subscription,
-    read again after a crash, is not taken for this one's."""
+    """Listing ``listing_id``, whose state lives on listing partition ``partition``, now claims
+    the certificate (the message key). ``token`` names this subscription; its answer carries it
+    back, so an answer to an older subscription, read again after a crash, is not taken for
+    this one's."""
 
     listing_id: str
+    partition: int
     token: str = ""
 
 
@@ -61,8 +68,8 @@ class Recheck:
 
 @dataclass(frozen=True, slots=True)
 class RecheckMany:
-    """One re-check for many listings, all on the partition the record is sent to: a fan-out
-    sends one record per few hundred listings instead of one each."""
+    """One re-check for many listings, all on the listing partition the record is sent to: a
+    fan-out sends one record per few hundred listings instead of one each."""
 
     cert_no: str
     view: CertView
@@ -90,8 +97,8 @@ def view_from_json(data: Any) -> CertView:
 
 def encode_command(command: CertificateCommand) -> bytes:
     match command:
-        case Subscribe(listing_id, token):
-            return orjson.dumps(["S", listing_id, token])
+        case Subscribe(listing_id, partition, token):
+            return orjson.dumps(["S", listing_id, partition, token])
         case Unsubscribe(listing_id):
             return orjson.dumps(["U", listing_id])
         case Expire(at_ms):
@@ -101,8 +108,10 @@ def encode_command(command: CertificateCommand) -> bytes:
 def decode_command(data: bytes) -> CertificateCommand:
     try:
         match orjson.loads(data):
-            case ["S", str(listing_id), str(token)] if listing_id:
-                return Subscribe(listing_id, token)
+            case ["S", str(listing_id), int(partition), str(token)] if (
+                listing_id and not isinstance(partition, bool) and partition >= 0
+            ):
+                return Subscribe(listing_id, partition, token)
             case ["U", str(listing_id)] if listing_id:
                 return Unsubscribe(listing_id)
             case ["E", int(at_ms)] if not isinstance(at_ms, bool):

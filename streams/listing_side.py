@@ -100,6 +100,9 @@ class ListingState:
     # verdicts are sent, so after a crash it can hold decisions whose verdicts never reached
     # the broker; the events are read again, and each one's verdict is said again from here.
     decided: list[DecidedEvent] = field(default_factory=list)
+    # The partition its events arrive on, as the platform's producer chose it: where the
+    # certificate side sends its answers and re-checks (-1 until an event says).
+    partition: int = -1
 
 
 @dataclass(slots=True)
@@ -217,9 +220,14 @@ def _ask_again(state: ListingState, awaited: list[str]) -> Outcome:
 
 
 def on_listing_event(
-    state: ListingState | None, event: ListingEvent, now_ms: int, offset: int | None = None
+    state: ListingState | None,
+    event: ListingEvent,
+    now_ms: int,
+    offset: int | None = None,
+    partition: int | None = None,
 ) -> Outcome:
-    """``offset``: the event's offset in its partition, when known (it tells late events)."""
+    """``offset``: the event's offset in its partition, when known (it tells late events);
+    ``partition``: the partition it arrived on, where answers for the listing must go."""
     if state is not None and event_digest(event.event_id) in state.recent_events:
         return _replayed_event(state, event)
     if (
@@ -248,6 +256,8 @@ def on_listing_event(
     state.recent_events = (*state.recent_events, event_digest(event.event_id))[-RECENT_EVENTS:]
     if offset is not None:
         state.event_offset, state.event_at = offset, event.occurred_at
+    if partition is not None:
+        state.partition = partition
     token = event_digest(event.event_id)
     for cert_no in subscribe:
         # A fresh subscription gets a fresh answer: a view kept for an older pending check
@@ -452,6 +462,7 @@ def _settle(state: ListingState) -> ListingState:
             decided=state.decided,
             event_offset=state.event_offset,
             event_at=state.event_at,
+            partition=state.partition,
         )
     needed = _needed(state)
     for cert_no in [c for c in state.views if c not in needed]:

@@ -1,7 +1,10 @@
-"""Table values as bytes: listing state and certificate state, as compact orjson documents.
+"""Table values as bytes: listing state and certificate state, as compact orjson documents;
+claim index entries as the listing's partition.
 
 Kept apart from the state machines so those stay plain objects; kept small because every write
-of a value goes whole to the table's changelog.
+of a value goes whole to the table's changelog. Every document carries the format version
+(``"fv"``, first): a worker never reads state of another format as if it were its own, it stops
+with ``StateFormatError`` (upgrades across formats are stop-all, see the README).
 """
 
 from __future__ import annotations
@@ -11,14 +14,33 @@ from typing import Any
 import orjson
 
 from streams.certificate_side import CertState
+from streams.errors import StateFormatError
 from streams.join_protocol import view_from_json, view_to_json
 from streams.listing_side import DecidedEvent, ListingState, PendingCheck
 from streams.model import CertView, Verdict, VerdictAction, VerdictReason
+
+# 2: listing partitions in the listing state and the claim index (partition-addressed join).
+FORMAT_VERSION = 2
+
+
+def _load(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StateFormatError(f"{what} state is not a JSON document: {exc}") from None
+    version = doc.get("fv", "1 (unversioned)") if isinstance(doc, dict) else "unknown"
+    if not isinstance(doc, dict) or version != FORMAT_VERSION:
+        raise StateFormatError(
+            f"{what} state is in format {version}, this worker reads format {FORMAT_VERSION}: "
+            "state of another ccc-guard version (see the README's upgrade section)"
+        )
+    return doc
 
 
 def encode_listing(state: ListingState) -> bytes:
     return orjson.dumps(
         {
+            "fv": FORMAT_VERSION,
             "p": state.platform,
             "s": state.shop_id,
             "c": state.category,
@@ -38,6 +60,7 @@ def encode_listing(state: ListingState) -> bytes:
             "o": state.event_offset,
             "oa": state.event_at,
             "dv": [_decided_to_json(d) for d in state.decided],
+            "pt": state.partition,
             "aw": state.awaiting,
         }
     )
@@ -49,7 +72,7 @@ def _decided_to_json(d: DecidedEvent) -> list[object]:
 
 
 def decode_listing(data: bytes) -> ListingState:
-    doc: dict[str, Any] = orjson.loads(data)
+    doc = _load(data, "listing")
     views: dict[str, CertView | None] = {
         k: None if v is None else view_from_json(v) for k, v in doc["v"].items()
     }
@@ -71,6 +94,7 @@ def decode_listing(data: bytes) -> ListingState:
         event_offset=doc.get("o", -1),
         event_at=doc.get("oa", 0),
         awaiting=dict(doc.get("aw", {})),
+        partition=doc.get("pt", -1),
         decided=[
             DecidedEvent(
                 digest,
@@ -101,6 +125,7 @@ def may_await_answers(data: bytes) -> bool:
 def encode_certificate(state: CertState) -> bytes:
     return orjson.dumps(
         {
+            "fv": FORMAT_VERSION,
             "n": state.cert_no,
             "v": view_to_json(state.view),
             "t": state.changed_at,
@@ -113,7 +138,7 @@ def encode_certificate(state: CertState) -> bytes:
 
 
 def decode_certificate(data: bytes) -> CertState:
-    doc: dict[str, Any] = orjson.loads(data)
+    doc = _load(data, "certificate")
     swept = doc["x"]
     return CertState(
         cert_no=doc["n"],
@@ -123,4 +148,19 @@ def decode_certificate(data: bytes) -> CertState:
         fanout_trigger_id=doc["ft"],
         fanout_done=doc["fd"],
         expiry_swept=None if swept is None else (swept[0], swept[1]),
+    )
+
+
+def encode_claim(partition: int) -> bytes:
+    """A claim index entry's value: the listing partition its answers and re-checks go to.
+    Never b"" (Faust's in-memory store drops keys whose recovered value is falsy)."""
+    return b"p%d" % partition
+
+
+def decode_claim(data: bytes) -> int:
+    if data[:1] == b"p" and data[1:].isdigit():
+        return int(data[1:])
+    raise StateFormatError(
+        f"claim index entry {data[:20]!r} names no listing partition: state of another "
+        "ccc-guard version (see the README's upgrade section)"
     )

@@ -6,14 +6,23 @@ Data path, top to bottom:
                   ├─> listing agent ── listing_side rules ──┤
   listing updates ┘     (table: listings)                   └─> certificate commands
                                                                  (subscribe / unsubscribe)
-  certificate status ─┐                                       ┌─> listing updates
-                      ├─> certificate agent ─ certificate_side┤   (answers / re-checks)
-  certificate commands┘  (tables: certificates, claims)       │
-                               expiry sweep (timer) ──────────┴─> certificate commands (expire)
+  certificate status ─> re-key agent ─> certificate changes ─┐
+                                                             ├─> certificate agent ─┐
+  certificate commands ──────────────────────────────────────┘  (tables:            │
+                                                                 certificates,      │
+                                        expiry sweep (timer) ─>  claims)            │
+                                        certificate commands                        │
+  listing updates (answers, re-checks) <── to the listing's own partition number ───┘
 
-Each agent reads two topics keyed alike (listing_id, or cert_no) and owns the tables keyed the
-same way, so every lookup is in the partition being processed. Agents stay thin: decode, call a
-pure function, write state, send what it says. Bad input goes to the dead-letter topic.
+Partitions. A listing's events arrive on whatever partition the platform's producer chose
+(murmur2, CRC32, FNV-1a: any partitioner consistent per key), and its state is kept there. That
+partition number travels in every subscription and is kept in the claim index; answers and
+re-checks are sent to it by number, never by hashing the listing id again. The certificate
+side's topics are ccc-guard's own and partitioned by ``partition_for_key``; the authority's
+feed, which another producer partitioned, is first re-keyed into ``certificate changes``.
+So each agent reads topics partitioned alike and finds its state in the partition being
+processed. Agents stay thin: decode, call a pure function, write state, send what it says.
+Bad input goes to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -31,15 +40,16 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import FaustError
 
 from streams import certificate_side, listing_side, validation
-from streams.errors import InvalidRecordError, RejectedRecordError
+from streams.errors import InvalidRecordError, RejectedRecordError, StateFormatError
 from streams.faust_adapter import (
     ProcessedAcks,
     estimate_key_count,
     is_ready,
-    iter_keys_with_prefix,
+    iter_items_with_prefix,
 )
 from streams.join_protocol import (
     Answer,
+    CertificateCommand,
     Expire,
     Recheck,
     RecheckMany,
@@ -55,8 +65,10 @@ from streams.reask import AwaitingTracker
 from streams.settings import Settings
 from streams.state_codec import (
     decode_certificate,
+    decode_claim,
     decode_listing,
     encode_certificate,
+    encode_claim,
     encode_listing,
     may_await_answers,
 )
@@ -67,14 +79,13 @@ from topics.partitioning import partition_for_key
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # epoch milliseconds
-Handler = Callable[[bytes | None, bytes], Awaitable[None]]  # (key, value) of one record
+# (Faust message: topic, partition, offset; key; value) of one record
+Handler = Callable[[Any, bytes | None, bytes], Awaitable[None]]
 
 # The claim index holds one key per (certificate, listing): a NUL cannot occur in either id
 # (validation refuses control characters), so it separates them unambiguously, and all claims
 # of one certificate are adjacent in RocksDB's key order.
 _CLAIM_SEPARATOR = b"\x00"
-# Faust's in-memory store drops keys whose recovered value is falsy, so never store b"".
-_CLAIMED = b"1"
 # Re-asks per round of the re-ask timer: enough to heal a bad crash within minutes, few enough
 # that a worker merely behind on its answers is not buried under duplicates.
 _REASKS_PER_ROUND = 1000
@@ -145,6 +156,7 @@ class Topology:
         self.verdicts = self._topic(catalogue.verdicts)
         self.deadletter = self._topic(catalogue.deadletter)
         self.certificate_commands = self._topic(catalogue.certificate_commands)
+        self.certificate_changes = self._topic(catalogue.certificate_changes)
         self.listing_updates = self._topic(catalogue.listing_updates)
 
         tables = {name: self._table(name) for name, _ in catalogue.changelogs}
@@ -154,9 +166,12 @@ class Topology:
 
         listing_side_in = self._topic(catalogue.listing_events, catalogue.listing_updates)
         certificate_side_in = self._topic(
-            catalogue.certificate_status, catalogue.certificate_commands
+            catalogue.certificate_changes, catalogue.certificate_commands
         )
         app.agent(listing_side_in, name="listing-side", concurrency=1)(self._listing_agent)
+        app.agent(self._topic(catalogue.certificate_status), name="certificate-rekey")(
+            self._rekey_agent
+        )
         app.agent(certificate_side_in, name="certificate-side", concurrency=1)(
             self._certificate_agent
         )
@@ -206,52 +221,38 @@ class Topology:
             },
         )
 
-    async def _on_listing_event(self, key: bytes | None, value: bytes) -> None:
+    async def _on_listing_event(self, message: Any, key: bytes | None, value: bytes) -> None:
         record = self.codec.decode(self.catalogue.listing_events.avro_record, value)
         event = validation.listing_event(record, key, self.limits)
         self.progress.counts["listing_events"] += 1
         self.metrics.listing_events.labels(str(event.event_type)).inc()
         state_key = event.listing_id.encode()
-        offset = faust.current_event().message.offset  # type: ignore[union-attr]
         outcome = listing_side.on_listing_event(
-            self._listing_state(state_key), event, self.clock(), offset
+            self._listing_state(state_key), event, self.clock(), message.offset, message.partition
         )
-        await self._apply_listing_outcome(state_key, event.listing_id, outcome)
+        await self._apply_listing_outcome(state_key, event.listing_id, message.partition, outcome)
 
-    async def _on_listing_update(self, key: bytes | None, value: bytes) -> None:
+    async def _on_listing_update(self, message: Any, key: bytes | None, value: bytes) -> None:
         update = decode_update(value)
         if isinstance(update, RecheckMany):
-            self._check_batch_partition(update)
-            await self._recheck(update.listing_ids, update)
+            # Sent to this partition because the claim index says these listings live here.
+            await self._recheck(message.partition, update.listing_ids, update)
             return
         if not key:
             raise InvalidRecordError("listing update without a listing_id key")
         listing_id = key.decode()
         match update:
             case Recheck():
-                await self._recheck((listing_id,), update)
+                await self._recheck(message.partition, (listing_id,), update)
             case Answer(cert_no, view, token):
                 outcome = listing_side.on_certificate_answer(
                     self._listing_state(key), listing_id, cert_no, view, self.clock(), token
                 )
-                await self._apply_listing_outcome(key, listing_id, outcome)
+                await self._apply_listing_outcome(key, listing_id, message.partition, outcome)
 
-    def _check_batch_partition(self, batch: RecheckMany) -> None:
-        """Every listing of a batch must live on the partition it came in on: their state is
-        written there. A batch that says otherwise was not written by our fan-out."""
-        partition = faust.current_event().message.partition  # type: ignore[union-attr]
-        misrouted = [
-            lid
-            for lid in batch.listing_ids
-            if partition_for_key(lid.encode(), self.settings.partitions) != partition
-        ]
-        if misrouted:
-            raise InvalidRecordError(
-                f"re-check batch on partition {partition} names listings of other partitions: "
-                f"{misrouted[:5]}"
-            )
-
-    async def _recheck(self, listing_ids: Iterable[str], update: Recheck | RecheckMany) -> None:
+    async def _recheck(
+        self, partition: int, listing_ids: Iterable[str], update: Recheck | RecheckMany
+    ) -> None:
         for listing_id in listing_ids:
             self.progress.counts["rechecks"] += 1
             key = listing_id.encode()
@@ -265,16 +266,16 @@ class Topology:
                 update.at_ms,
                 self.clock(),
             )
-            await self._apply_listing_outcome(key, listing_id, outcome)
+            await self._apply_listing_outcome(key, listing_id, partition, outcome)
 
     def _listing_state(self, key: bytes) -> listing_side.ListingState | None:
         value = self.listings.get(key)
         return None if value is None else decode_listing(value)
 
     async def _apply_listing_outcome(
-        self, key: bytes, listing_id: str, outcome: listing_side.Outcome
+        self, key: bytes, listing_id: str, partition: int, outcome: listing_side.Outcome
     ) -> None:
-        await self._send_subscriptions(listing_id, outcome)
+        await self._send_subscriptions(listing_id, partition, outcome)
         if outcome.changed:
             if outcome.state is None:
                 self.listings.pop(key, None)
@@ -289,16 +290,24 @@ class Topology:
             )
             self.metrics.verdict(verdict, self.clock())
 
-    async def _send_subscriptions(self, listing_id: str, outcome: listing_side.Outcome) -> None:
+    async def _send_subscriptions(
+        self, listing_id: str, partition: int, outcome: listing_side.Outcome
+    ) -> None:
+        """``partition``: the listing's, where the answers must come back to."""
         for cert_no in outcome.subscribe:
-            subscribe = Subscribe(listing_id, outcome.tokens[cert_no])
-            await self.certificate_commands.send(
-                key=cert_no.encode(), value=encode_command(subscribe)
-            )
+            token = outcome.tokens[cert_no]
+            await self._command(cert_no.encode(), Subscribe(listing_id, partition, token))
         for cert_no in outcome.unsubscribe:
-            await self.certificate_commands.send(
-                key=cert_no.encode(), value=encode_command(Unsubscribe(listing_id))
-            )
+            await self._command(cert_no.encode(), Unsubscribe(listing_id))
+
+    async def _command(self, cert_key: bytes, command: CertificateCommand) -> None:
+        await self.certificate_commands.send(
+            key=cert_key, value=encode_command(command), partition=self._cert_partition(cert_key)
+        )
+
+    def _cert_partition(self, cert_key: bytes) -> int:
+        """Where a certificate's state lives: ccc-guard's own topics, its own partitioner."""
+        return partition_for_key(cert_key, self.catalogue.certificate_commands.partitions)
 
     async def _on_rebalance_complete(self, sender: Any, **kwargs: Any) -> None:
         # Listings recovered from the changelog may await answers this worker never asked
@@ -341,7 +350,7 @@ class Topology:
                 self.awaiting.track(key, awaiting=False)
                 continue
             outcome = listing_side.reask(state)
-            await self._send_subscriptions(key.decode(), outcome)
+            await self._send_subscriptions(key.decode(), state.partition, outcome)
             self.awaiting.asked(key)
             asked, listings = asked + len(outcome.subscribe), listings + 1
         if asked:
@@ -358,18 +367,33 @@ class Topology:
 
     # -- certificate side --------------------------------------------------------------------
 
+    async def _rekey_agent(self, stream: Any) -> None:
+        await self._dispatch(
+            stream, {self.catalogue.certificate_status.name: self._on_authority_change}
+        )
+
+    async def _on_authority_change(self, message: Any, key: bytes | None, value: bytes) -> None:
+        """Re-key the authority's record, as it came, onto the certificate's own partition of
+        ``certificate changes``: the authority's producer may partition by another hash."""
+        record = self.codec.decode(self.catalogue.certificate_status.avro_record, value)
+        cert_key = validation.certificate_change(record, key, self.limits).cert_no.encode()
+        await self.certificate_changes.send(
+            key=cert_key, value=value, partition=self._cert_partition(cert_key)
+        )
+
     async def _certificate_agent(self, stream: Any) -> None:
         await self._dispatch(
             stream,
             {
-                self.catalogue.certificate_status.name: self._on_status_change,
+                self.catalogue.certificate_changes.name: self._on_status_change,
                 self.catalogue.certificate_commands.name: self._on_command,
             },
         )
 
-    async def _on_status_change(self, key: bytes | None, value: bytes) -> None:
-        record = self.codec.decode(self.catalogue.certificate_status.avro_record, value)
+    async def _on_status_change(self, message: Any, key: bytes | None, value: bytes) -> None:
+        record = self.codec.decode(self.catalogue.certificate_changes.avro_record, value)
         change = validation.certificate_change(record, key, self.limits)
+        self._check_owned(message, change.cert_no.encode())
         self.progress.counts["status_changes"] += 1
         state = self._certificate_state(change.cert_no.encode())
         decision = certificate_side.on_status_change(state, change)
@@ -377,27 +401,44 @@ class Topology:
         self.metrics.certificate_changes.labels(outcome).inc()
         await self._apply_certificate_decision(change.cert_no, state, decision)
 
-    async def _on_command(self, key: bytes | None, value: bytes) -> None:
+    async def _on_command(self, message: Any, key: bytes | None, value: bytes) -> None:
         command = decode_command(value)
         if not key:
             raise InvalidRecordError("certificate command without a cert_no key")
+        self._check_owned(message, key)
         cert_no = key.decode()
         state = self._certificate_state(key)
         match command:
-            case Subscribe(listing_id, token):
-                self.claims[claim_prefix(cert_no) + listing_id.encode()] = _CLAIMED
+            case Subscribe(listing_id, partition, token):
+                if partition >= self.catalogue.listing_updates.partitions:
+                    raise InvalidRecordError(f"subscription names listing partition {partition}")
+                self.claims[claim_prefix(cert_no) + listing_id.encode()] = encode_claim(partition)
                 listing_key = listing_id.encode()
                 answer = Answer(cert_no, None if state is None else state.view, token)
-                await self.listing_updates.send(key=listing_key, value=encode_update(answer))
+                await self._update(listing_key, partition, encode_update(answer))
                 late = certificate_side.late_expiry_recheck(state)
                 if late is not None:
-                    await self.listing_updates.send(key=listing_key, value=_recheck_payload(late))
+                    await self._update(listing_key, partition, _recheck_payload(late))
             case Unsubscribe(listing_id):
                 self.claims.pop(claim_prefix(cert_no) + listing_id.encode(), None)
             case Expire(at_ms):
                 await self._apply_certificate_decision(
                     cert_no, state, certificate_side.on_expiry(state, at_ms)
                 )
+
+    def _check_owned(self, message: Any, cert_key: bytes) -> None:
+        """Certificate records are only read on the certificate's own partition, where its state
+        is: one elsewhere was not written by ccc-guard (whose sends name the partition)."""
+        expected = self._cert_partition(cert_key)
+        if message.partition != expected:
+            raise InvalidRecordError(
+                f"certificate {cert_key.decode(errors='replace')!r} belongs on partition "
+                f"{expected}, read on {message.partition}"
+            )
+
+    async def _update(self, key: bytes, partition: int, value: bytes) -> Any:
+        """To the listing side, on the listing's own partition; the delivery future."""
+        return await self.listing_updates.send(key=key, value=value, partition=partition)
 
     def _certificate_state(self, key: bytes) -> certificate_side.CertState | None:
         value = self.certificates.get(key)
@@ -430,21 +471,21 @@ class Topology:
         prefix = claim_prefix(fanout.cert_no)
         event = faust.current_event()
         assert event is not None, "fan-outs run while processing a certificate-keyed event"
-        partitions = self.settings.partitions
-        batches: dict[int, list[str]] = {}
+        batches: dict[int, list[str]] = {}  # listing partition -> listing ids
         pending: list[asyncio.Future[Any]] = []
         listings = 0
-        for claim_key in iter_keys_with_prefix(self.claims, event.message.partition, prefix):
-            listing_key = claim_key[len(prefix) :]
-            batch = batches.setdefault(partition_for_key(listing_key, partitions), [])
-            batch.append(listing_key.decode())
+        claims = iter_items_with_prefix(self.claims, event.message.partition, prefix)
+        for claim_key, claim in claims:
+            partition = decode_claim(claim)
+            batch = batches.setdefault(partition, [])
+            batch.append(claim_key[len(prefix) :].decode())
             listings += 1
             if len(batch) >= _RECHECK_BATCH:
-                pending.append(await self._send_rechecks(fanout, listing_key, batch))
+                pending.append(await self._send_rechecks(fanout, partition, batch))
                 batch.clear()
-        for batch in batches.values():
+        for partition, batch in batches.items():
             if batch:
-                pending.append(await self._send_rechecks(fanout, batch[0].encode(), batch))
+                pending.append(await self._send_rechecks(fanout, partition, batch))
         await asyncio.gather(*pending)
         elapsed = time.monotonic() - started
         self.progress.counts["rechecks_sent"] += listings
@@ -462,9 +503,9 @@ class Topology:
         )
 
     async def _send_rechecks(
-        self, fanout: certificate_side.Fanout, routing_key: bytes, listing_ids: list[str]
+        self, fanout: certificate_side.Fanout, partition: int, listing_ids: list[str]
     ) -> Any:
-        """One batch, keyed by one of its listings so that it lands on their partition."""
+        """One batch of listings of one partition, sent there; keyed by the certificate."""
         batch = RecheckMany(
             fanout.cert_no,
             fanout.view,
@@ -473,7 +514,7 @@ class Topology:
             fanout.at_ms,
             tuple(listing_ids),
         )
-        return await self.listing_updates.send(key=routing_key, value=encode_update(batch))
+        return await self._update(fanout.cert_no.encode(), partition, encode_update(batch))
 
     async def expiry_sweep(self) -> None:
         """Expire, through the certificate stream, every certificate past its validity.
@@ -485,7 +526,7 @@ class Topology:
         now = self.clock()
         scan = scan_certificates(self.certificates.items(), now)
         for key in scan.due:
-            await self.certificate_commands.send(key=key, value=encode_command(Expire(now)))
+            await self._command(key, Expire(now))
         if scan.due:
             log.info("expiry sweep: %d certificate(s) past their validity", len(scan.due))
         self.metrics.sweep_expired.inc(len(scan.due))
@@ -520,9 +561,11 @@ class Topology:
                 raise InvalidRecordError(
                     f"value is {len(value)} bytes (limit {self.settings.max_record_bytes})"
                 )
-            await handler(key, value)
-        except (KafkaError, FaustError):
-            raise  # the broker or Faust is in trouble, not the record: fail loudly
+            await handler(message, key, value)
+        except (KafkaError, FaustError, StateFormatError):
+            # The broker or Faust is in trouble, or the state is another version's: not the
+            # record's fault, so fail loudly rather than dead-letter good records.
+            raise
         except RejectedRecordError as exc:
             await self._dead_letter(message, key, value, exc.kind, str(exc))
         except Exception as exc:

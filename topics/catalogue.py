@@ -2,8 +2,10 @@
 are. Nothing else in the project spells a topic name.
 
 All topics share one partition count: the listing side (listing events, listing updates) and the
-certificate side (status changes, certificate commands) each look up tables fed by the other
-topics of their side, which is only correct when they are co-partitioned.
+certificate side (certificate changes, certificate commands) each look up tables fed by the
+other topic of their side, which is only correct when they are co-partitioned. Co-partitioned by
+partition number: the listing side's partitions are whatever the platforms' producers chose, and
+ccc-guard sends to them by number; the certificate side's are ccc-guard's own.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ _DEAD_LETTER_RETENTION = (("cleanup.policy", "delete"), ("retention.ms", str(30 
 TABLES = (
     ("listings", "listing_id"),
     ("certificates", "cert_no"),
-    ("claims", "cert_no + NUL + listing_id"),
+    ("claims", "cert_no + NUL + listing_id → the listing's partition"),
 )
 
 
@@ -70,7 +72,9 @@ class Catalogue:
     deadletter: TopicSpec
     # Internal, the foreign-key join's two directions (Kafka Streams' KIP-213 shape):
     certificate_commands: TopicSpec  # listing side → certificate side, keyed by cert_no
-    listing_updates: TopicSpec  # certificate side → listing side, keyed by listing_id
+    listing_updates: TopicSpec  # certificate side → listing side, to the listing's partition
+    # Internal: the authority's feed re-keyed onto ccc-guard's own partitioner.
+    certificate_changes: TopicSpec
     # Table changelogs, by table name. Faust names them "<app id>-<table>-changelog" and would
     # create them itself, but only after the consumer has fetched metadata: the first
     # assignment then ignores them and every table write fails with PartitionsMismatch. So they
@@ -78,11 +82,12 @@ class Catalogue:
     changelogs: tuple[tuple[str, TopicSpec], ...]
 
     def consumed(self) -> tuple[TopicSpec, ...]:
-        """The topics the two agents read."""
+        """The topics the agents read."""
         return (
             self.listing_events,
             self.listing_updates,
             self.certificate_status,
+            self.certificate_changes,
             self.certificate_commands,
         )
 
@@ -90,7 +95,7 @@ class Catalogue:
         """Consumed topics whose offsets have no gaps: only ccc-guard writes them, never
         compacted, never in transactions. Platforms' and the authority's topics may have gaps
         (compaction, transaction markers)."""
-        return (self.certificate_commands, self.listing_updates)
+        return (self.certificate_commands, self.listing_updates, self.certificate_changes)
 
     def all(self) -> tuple[TopicSpec, ...]:
         return (
@@ -100,6 +105,7 @@ class Catalogue:
             self.deadletter,
             self.certificate_commands,
             self.listing_updates,
+            self.certificate_changes,
             *(spec for _, spec in self.changelogs),
         )
 
@@ -138,6 +144,12 @@ def build_catalogue(naming: TopicNaming) -> Catalogue:
             external + naming.deadletter, "original key", "DeadLetter", _DEAD_LETTER_RETENTION
         ),
         certificate_commands=spec(internal + "certificate-commands", "cert_no", None),
-        listing_updates=spec(internal + "listing-updates", "listing_id", None),
+        listing_updates=spec(
+            internal + "listing-updates", "listing_id (answers), cert_no (re-checks)", None
+        ),
+        # Not compacted: consumed topics written only by ccc-guard have no offset gaps.
+        certificate_changes=spec(
+            internal + "certificate-changes", "cert_no", "CertificateStatusChanged"
+        ),
         changelogs=changelogs,
     )

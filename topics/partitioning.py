@@ -1,8 +1,10 @@
-"""Which partition a key lands on: Kafka's default partitioner (murmur2), as every client that
-produces to ccc-guard's topics uses it (Java's, aiokafka's, librdkafka's ``murmur2_random``).
+"""ccc-guard's own partitioner: Kafka's default (murmur2), as Java's and aiokafka's clients
+hash keys.
 
-ccc-guard needs it where it routes one record for many keys: a batch of re-checks goes to the
-partition its listings live on, so the listing side writes their state in the right place.
+Used only for the topics ccc-guard alone writes, keyed by cert_no (certificate changes and
+commands), so that the certificate side finds a certificate's state on the partition it reads.
+Never for locating state by a key someone else partitioned: listing partitions are whatever
+the platforms' producers chose, and ccc-guard addresses them by number.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ from tests.integration.harness import (
     wait_for,
     wait_until_quiet,
 )
+from topics.partitioning import partition_for_key
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -377,9 +378,11 @@ def test_a_check_left_awaiting_a_lost_answer_asks_again(kafka: str, tmp_path: Pa
         pending=[PendingCheck("E-lost", T0, (cert,), "0907")],
         recent_events=(token,),
         awaiting={cert: token},
+        partition=partition_for_key(b"L-lost", catalogue.listing_events.partitions),
     )
     changelog = dict(catalogue.changelogs)["listings"].name
-    # Keyed like the listing events, so the default partitioner puts it where Faust would.
+    # Keyed like the listing events, so the default partitioner puts it on the partition the
+    # state names, where Faust would.
     feed.raw(changelog, b"L-lost", encode_listing(lost))
 
     with running_guard(deployment) as guard:

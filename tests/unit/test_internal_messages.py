@@ -28,7 +28,7 @@ VIEW = CertView(CertificateStatus.SUSPENDED, 7, None, 21_000)
 
 
 @pytest.mark.parametrize(
-    "command", [Subscribe("L-1"), Unsubscribe("L-1"), Expire(1_790_000_000_000)]
+    "command", [Subscribe("L-1", 3, "t"), Unsubscribe("L-1"), Expire(1_790_000_000_000)]
 )
 def test_commands_round_trip(command: Subscribe | Unsubscribe | Expire) -> None:
     assert decode_command(encode_command(command)) == command
@@ -48,7 +48,20 @@ def test_updates_round_trip(update: Answer | Recheck) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"[]", b'["S"]', b'["S", ""]', b'["X", "L"]', b'["E", "soon"]', b"{}", b"\xff"],
+    [
+        b"",
+        b"[]",
+        b'["S"]',
+        b'["S", "", 0, "t"]',
+        b'["S", "L", "0", "t"]',
+        b'["S", "L", -1, "t"]',
+        b'["S", "L", true, "t"]',
+        b'["S", "L", "t"]',
+        b'["X", "L"]',
+        b'["E", "soon"]',
+        b"{}",
+        b"\xff",
+    ],
 )
 def test_bad_commands_raise_malformed_body(data: bytes) -> None:
     with pytest.raises(MalformedBodyError):

@@ -75,6 +75,7 @@ def test_topic_prefix_and_app_id_name_every_topic() -> None:
         "stage.ccc.deadletter",
         "guard-a-certificate-commands",
         "guard-a-listing-updates",
+        "guard-a-certificate-changes",
         "guard-a-listings-changelog",
         "guard-a-certificates-changelog",
         "guard-a-claims-changelog",
