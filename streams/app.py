@@ -7,6 +7,7 @@ from pathlib import Path
 
 import faust
 
+from streams.clock import Clock, wall_clock_ms
 from streams.credentials import faust_credentials
 from streams.faust_adapter import (
     ProcessedAcks,
@@ -14,7 +15,7 @@ from streams.faust_adapter import (
     wait_for_changelog_on_flush,
 )
 from streams.settings import Settings
-from streams.topology import Clock, Topology, wall_clock_ms
+from streams.topology import Topology
 from streams.web import install_web
 from topics.admin import ensure_topics
 from topics.catalogue import Catalogue, build_catalogue

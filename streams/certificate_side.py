@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from streams.model import CertificateChange, CertView, VerdictTrigger
+from streams.model import CertificateChange, CertTrigger, CertView, VerdictTrigger
 from streams.rules import change_trigger_id, expiry_trigger_id, is_expired
 
 
@@ -29,20 +29,9 @@ class CertState:
 
 
 @dataclass(frozen=True, slots=True)
-class Fanout:
-    """Re-check every listing claiming ``cert_no`` with ``view``, decided at ``at_ms``."""
-
-    cert_no: str
-    view: CertView
-    trigger: VerdictTrigger
-    trigger_id: str
-    at_ms: int
-
-
-@dataclass(frozen=True, slots=True)
 class CertDecision:
     state: CertState | None = None  # None: nothing to write
-    fanout: Fanout | None = None
+    fanout: CertTrigger | None = None  # re-check every listing claiming the certificate
 
 
 def _rules_relevant(view: CertView) -> tuple[object, ...]:
@@ -75,8 +64,8 @@ def on_status_change(state: CertState | None, change: CertificateChange) -> Cert
     return CertDecision(new_state, _change_fanout(change, trigger_id) if relevant else None)
 
 
-def _change_fanout(change: CertificateChange, trigger_id: str) -> Fanout:
-    return Fanout(
+def _change_fanout(change: CertificateChange, trigger_id: str) -> CertTrigger:
+    return CertTrigger(
         change.cert_no,
         change.view,
         VerdictTrigger.CERTIFICATE_CHANGE,
@@ -111,8 +100,8 @@ def on_expiry(state: CertState | None, at_ms: int) -> CertDecision:
     return CertDecision(new_state, _expiry_fanout(new_state, at_ms))
 
 
-def _expiry_fanout(state: CertState, at_ms: int) -> Fanout:
-    return Fanout(
+def _expiry_fanout(state: CertState, at_ms: int) -> CertTrigger:
+    return CertTrigger(
         state.cert_no,
         state.view,
         VerdictTrigger.CERTIFICATE_EXPIRY,
@@ -121,7 +110,7 @@ def _expiry_fanout(state: CertState, at_ms: int) -> Fanout:
     )
 
 
-def late_expiry_recheck(state: CertState | None) -> Fanout | None:
+def late_expiry_recheck(state: CertState | None) -> CertTrigger | None:
     """For a new subscriber: if the sweep already took this certificate's listings down, the
     new claim gets the same expiry re-check, so a listing event that arrives late (its own time
     before the expiry) cannot stay live on an expired certificate."""

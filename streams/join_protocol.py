@@ -4,10 +4,11 @@ These messages never leave ccc-guard, so they are compact JSON arrays (orjson), 
 first element tags the kind. A message this codec cannot read means a bug or a foreign writer on
 our internal topic; it raises ``MalformedBodyError`` and is dead-lettered like any input.
 
-Routing is by partition number, never by re-hashing a key someone else partitioned: a listing's
-state lives on whatever partition the platform's producer chose for its events, so a
-subscription names that partition, the claim index keeps it, and every answer and re-check is
-sent to exactly that partition.
+Routing is by partition number, never by re-hashing a key someone else partitioned. A listing
+partition *watches* a certificate once, for all its listings that claim it: its subscription
+names the partition, the certificate side keeps one subscription per (certificate, partition),
+and sends every answer and re-check to exactly that partition. Commands are keyed by cert_no
+and sent to the certificate's partition by ccc-guard's own partitioner.
 """
 
 from __future__ import annotations
@@ -18,24 +19,26 @@ from typing import Any
 import orjson
 
 from streams.errors import MalformedBodyError
-from streams.model import CertificateStatus, CertView, VerdictTrigger
+from streams.model import CertificateStatus, CertTrigger, CertView, VerdictTrigger
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Listing ``listing_id``, whose state lives on listing partition ``partition``, now claims
-    the certificate (the message key). ``token`` names this subscription; its answer carries it
-    back, so an answer to an older subscription, read again after a crash, is not taken for
-    this one's."""
+    """Listing partition ``partition`` watches the certificate (the message key). ``token``
+    names this watch; its answer carries it back, so an answer to an older watch, read again
+    after a crash, is not taken for this one's."""
 
-    listing_id: str
     partition: int
-    token: str = ""
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
-    listing_id: str
+    """Listing partition ``partition`` no longer has listings claiming the certificate; only
+    the watch named ``token`` ends (a newer one of the same partition stays)."""
+
+    partition: int
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,32 +57,11 @@ class Answer:
 
     cert_no: str
     view: CertView | None
-    token: str = ""
+    token: str
 
 
-@dataclass(frozen=True, slots=True)
-class Recheck:
-    cert_no: str
-    view: CertView
-    trigger: VerdictTrigger
-    trigger_id: str
-    at_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class RecheckMany:
-    """One re-check for many listings, all on the listing partition the record is sent to: a
-    fan-out sends one record per few hundred listings instead of one each."""
-
-    cert_no: str
-    view: CertView
-    trigger: VerdictTrigger
-    trigger_id: str
-    at_ms: int
-    listing_ids: tuple[str, ...]
-
-
-ListingUpdate = Answer | Recheck | RecheckMany
+# A re-check of every listing of the receiving partition that claims the certificate.
+ListingUpdate = Answer | CertTrigger
 
 
 def view_to_json(view: CertView) -> list[Any]:
@@ -95,12 +77,37 @@ def view_from_json(data: Any) -> CertView:
     return CertView(CertificateStatus(status), version, category, expires_on)
 
 
+def trigger_to_json(trigger: CertTrigger) -> list[Any]:
+    return [
+        trigger.cert_no,
+        view_to_json(trigger.view),
+        str(trigger.trigger),
+        trigger.trigger_id,
+        trigger.at_ms,
+    ]
+
+
+def trigger_from_json(data: Any) -> CertTrigger:
+    match data:
+        case [str(cert_no), list(view), str(trigger), str(trigger_id), int(at_ms)] if (
+            not isinstance(at_ms, bool)
+        ):
+            return CertTrigger(
+                cert_no, view_from_json(view), VerdictTrigger(trigger), trigger_id, at_ms
+            )
+    raise ValueError(f"not a certificate trigger: {data!r:.80}")
+
+
+def _partition(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def encode_command(command: CertificateCommand) -> bytes:
     match command:
-        case Subscribe(listing_id, partition, token):
-            return orjson.dumps(["S", listing_id, partition, token])
-        case Unsubscribe(listing_id):
-            return orjson.dumps(["U", listing_id])
+        case Subscribe(partition, token):
+            return orjson.dumps(["S", partition, token])
+        case Unsubscribe(partition, token):
+            return orjson.dumps(["U", partition, token])
         case Expire(at_ms):
             return orjson.dumps(["E", at_ms])
 
@@ -108,12 +115,10 @@ def encode_command(command: CertificateCommand) -> bytes:
 def decode_command(data: bytes) -> CertificateCommand:
     try:
         match orjson.loads(data):
-            case ["S", str(listing_id), int(partition), str(token)] if (
-                listing_id and not isinstance(partition, bool) and partition >= 0
-            ):
-                return Subscribe(listing_id, partition, token)
-            case ["U", str(listing_id)] if listing_id:
-                return Unsubscribe(listing_id)
+            case ["S", partition, str(token)] if _partition(partition) and token:
+                return Subscribe(partition, token)
+            case ["U", partition, str(token)] if _partition(partition) and token:
+                return Unsubscribe(partition, token)
             case ["E", int(at_ms)] if not isinstance(at_ms, bool):
                 return Expire(at_ms)
     except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
@@ -126,13 +131,8 @@ def encode_update(update: ListingUpdate) -> bytes:
         case Answer(cert_no, view, token):
             view_json = None if view is None else view_to_json(view)
             return orjson.dumps(["A", cert_no, view_json, token])
-        case Recheck(cert_no, view, trigger, trigger_id, at_ms):
-            return orjson.dumps(["R", cert_no, view_to_json(view), str(trigger), trigger_id, at_ms])
-        case RecheckMany(cert_no, view, trigger, trigger_id, at_ms, listing_ids):
-            view_json = view_to_json(view)
-            return orjson.dumps(
-                ["M", cert_no, view_json, str(trigger), trigger_id, at_ms, listing_ids]
-            )
+        case CertTrigger():
+            return orjson.dumps(["R", *trigger_to_json(update)])
 
 
 def decode_update(data: bytes) -> ListingUpdate:
@@ -142,29 +142,8 @@ def decode_update(data: bytes) -> ListingUpdate:
                 return Answer(cert_no, None, token)
             case ["A", str(cert_no), list(view), str(token)]:
                 return Answer(cert_no, view_from_json(view), token)
-            case ["R", str(cert_no), list(view), str(trigger), str(trigger_id), int(at_ms)]:
-                return Recheck(
-                    cert_no, view_from_json(view), VerdictTrigger(trigger), trigger_id, at_ms
-                )
-            case [
-                "M",
-                str(cert_no),
-                list(view),
-                str(trigger),
-                str(trigger_id),
-                int(at_ms),
-                list(ids),
-            ]:
-                if not ids or not all(isinstance(i, str) and i for i in ids):
-                    raise ValueError("a re-check batch needs non-empty listing ids")
-                return RecheckMany(
-                    cert_no,
-                    view_from_json(view),
-                    VerdictTrigger(trigger),
-                    trigger_id,
-                    at_ms,
-                    tuple(ids),
-                )
+            case ["R", *trigger]:
+                return trigger_from_json(trigger)
     except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise MalformedBodyError(f"unreadable listing update: {exc}") from None
     raise MalformedBodyError(f"unknown listing update: {data[:80]!r}")

@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from streams.model import (
+    CertTrigger,
     CertView,
     ListingEvent,
     ListingEventType,
@@ -113,6 +114,9 @@ class Outcome:
     tokens: dict[str, str] = field(default_factory=dict)  # subscription token per subscribe
     unsubscribe: list[str] = field(default_factory=list)
     changed: bool = True  # False: nothing to write back
+    # The subscriptions are asked again (a replayed event, a re-ask), not new claims: even a
+    # certificate already subscribed to is asked for once more.
+    asks_again: bool = False
 
 
 RECENT_EVENTS = 16
@@ -140,11 +144,15 @@ def _subscribed(claimed: tuple[str, ...]) -> list[str]:
     return [cert_no for cert_no in claimed if is_well_formed_cert_no(cert_no)]
 
 
-def _needed(state: ListingState) -> set[str]:
-    needed = set(_subscribed(state.claimed))
+def needed(state: ListingState | None) -> set[str]:
+    """The certificates a listing needs views of: its current claim's and its pending
+    checks' well-formed numbers."""
+    if state is None:
+        return set()
+    certs = set(_subscribed(state.claimed))
     for check in state.pending:
-        needed.update(_subscribed(check.claimed))
-    return needed
+        certs.update(_subscribed(check.claimed))
+    return certs
 
 
 def _unchanged(state: ListingState | None, verdicts: list[Verdict] | None = None) -> Outcome:
@@ -187,10 +195,7 @@ def _said_again(state: ListingState, event: ListingEvent, decided: DecidedEvent)
         decided.claimed,
         Evaluation(decided.reasons, decided.failing),
         decided.action,
-        VerdictTrigger.LISTING_EVENT,
-        event.event_id,
-        event.event_id,
-        decided.occurred_at,
+        _Cause.listing_event(event.event_id, decided.occurred_at),
         decided.decided_at,
     )
 
@@ -216,6 +221,7 @@ def _ask_again(state: ListingState, awaited: list[str]) -> Outcome:
         tokens={c: state.awaiting[c] for c in awaited},
         unsubscribe=[c for c in awaited if c not in claimed_now],
         changed=False,
+        asks_again=True,
     )
 
 
@@ -283,8 +289,8 @@ def _late_event(state: ListingState, event: ListingEvent, now_ms: int) -> Outcom
     state.recent_events = (*state.recent_events, digest)[-RECENT_EVENTS:]
     if event.event_type is ListingEventType.DELISTED:
         return Outcome(state)
-    needed = _needed(state)
-    ask = [c for c in _subscribed(event.cert_numbers) if c not in needed]
+    held = needed(state)
+    ask = [c for c in _subscribed(event.cert_numbers) if c not in held]
     for cert_no in ask:
         state.views.pop(cert_no, None)
         state.awaiting[cert_no] = digest
@@ -318,7 +324,7 @@ def on_certificate_answer(
     for callers that do not track tokens). Any other is an older answer read again after a
     crash: if it repeats what the listing holds and nothing is pending, the verdict it once
     decided is said again (it may have died with the crash); otherwise it is stale."""
-    if state is None or cert_no not in _needed(state):
+    if state is None or cert_no not in needed(state):
         return _unchanged(state)
     expected = state.awaiting.get(cert_no)
     if expected is None or (token is not None and token != expected):
@@ -334,14 +340,7 @@ def on_certificate_answer(
 
 
 def on_recheck(
-    state: ListingState | None,
-    listing_id: str,
-    cert_no: str,
-    view: CertView,
-    trigger: VerdictTrigger,
-    trigger_id: str,
-    at_ms: int,
-    now_ms: int,
+    state: ListingState | None, listing_id: str, cause: CertTrigger, now_ms: int
 ) -> Outcome:
     """A claimed certificate changed (or expired): re-decide at the trigger's time.
 
@@ -350,7 +349,8 @@ def on_recheck(
     """
     if state is None:
         return _unchanged(state)
-    key = trigger_key(trigger, trigger_id, view)
+    cert_no, view, trigger, at_ms = cause.cert_no, cause.view, cause.trigger, cause.at_ms
+    key = trigger_key(trigger, cause.trigger_id, view)
     replay = _replay_of_last(state, key)
     if replay is not None:
         return replay
@@ -372,18 +372,8 @@ def on_recheck(
     if action is None:
         return Outcome(state)
     state.live = evaluation.passes
-    verdict = _verdict(
-        state,
-        listing_id,
-        state.claimed,
-        evaluation,
-        action,
-        trigger,
-        trigger_id,
-        key,
-        at_ms,
-        now_ms,
-    )
+    why = _Cause(trigger, cause.trigger_id, key, at_ms)
+    verdict = _verdict(state, listing_id, state.claimed, evaluation, action, why, now_ms)
     state.last_verdict, state.last_key = verdict, key
     return Outcome(state, [verdict])
 
@@ -409,18 +399,8 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
         if not check.late:
             state.live = evaluation.passes
             state.reasons, state.failing = evaluation.reasons, evaluation.failing_certs
-        verdict = _verdict(
-            state,
-            listing_id,
-            check.claimed,
-            evaluation,
-            action,
-            VerdictTrigger.LISTING_EVENT,
-            check.event_id,
-            check.event_id,
-            check.occurred_at,
-            now_ms,
-        )
+        why = _Cause.listing_event(check.event_id, check.occurred_at)
+        verdict = _verdict(state, listing_id, check.claimed, evaluation, action, why, now_ms)
         state.decided = [
             *state.decided[-(RECENT_VERDICTS - 1) :],
             DecidedEvent(
@@ -464,12 +444,26 @@ def _settle(state: ListingState) -> ListingState:
             event_at=state.event_at,
             partition=state.partition,
         )
-    needed = _needed(state)
-    for cert_no in [c for c in state.views if c not in needed]:
+    keep = needed(state)
+    for cert_no in [c for c in state.views if c not in keep]:
         del state.views[cert_no]
-    for cert_no in [c for c in state.awaiting if c not in needed]:
+    for cert_no in [c for c in state.awaiting if c not in keep]:
         del state.awaiting[cert_no]
     return state
+
+
+@dataclass(frozen=True, slots=True)
+class _Cause:
+    """What a verdict answers: its trigger, the key its id derives from, its event time."""
+
+    trigger: VerdictTrigger
+    trigger_id: str
+    key: str
+    event_time: int
+
+    @classmethod
+    def listing_event(cls, event_id: str, occurred_at: int) -> _Cause:
+        return cls(VerdictTrigger.LISTING_EVENT, event_id, event_id, occurred_at)
 
 
 def _verdict(
@@ -478,14 +472,11 @@ def _verdict(
     claimed: tuple[str, ...],
     evaluation: Evaluation,
     action: VerdictAction,
-    trigger: VerdictTrigger,
-    trigger_id: str,
-    key: str,
-    event_time: int,
+    cause: _Cause,
     now_ms: int,
 ) -> Verdict:
     return Verdict(
-        verdict_id=verdict_id(listing_id, key, action),
+        verdict_id=verdict_id(listing_id, cause.key, action),
         listing_id=listing_id,
         platform=state.platform,
         shop_id=state.shop_id,
@@ -493,8 +484,8 @@ def _verdict(
         reasons=evaluation.reasons,
         cert_numbers=claimed,
         failing_certs=evaluation.failing_certs,
-        trigger=trigger,
-        trigger_id=trigger_id,
-        event_time=event_time,
+        trigger=cause.trigger,
+        trigger_id=cause.trigger_id,
+        event_time=cause.event_time,
         decided_at=now_ms,
     )

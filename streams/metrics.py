@@ -98,16 +98,23 @@ class GuardMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.fanout_partitions = Histogram(
+            "ccc_guard_recheck_fanout_partitions",
+            "Listing partitions one certificate change or expiry was sent to (one each).",
+            ["trigger"],
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
+        )
         self.fanout_listings = Histogram(
             "ccc_guard_recheck_fanout_listings",
-            "Listings re-checked by one certificate change or expiry.",
+            "Listings of one listing partition re-checked by one certificate change or expiry.",
             ["trigger"],
             buckets=_FANOUT_SIZE_BUCKETS,
             registry=registry,
         )
         self.fanout_seconds = Histogram(
             "ccc_guard_recheck_fanout_duration_seconds",
-            "Time to send and have acknowledged every re-check of one fan-out.",
+            "Time to re-check every claiming listing of one listing partition.",
             ["trigger"],
             buckets=_FANOUT_SECONDS_BUCKETS,
             registry=registry,

@@ -75,6 +75,19 @@ class CertView:
 
 
 @dataclass(frozen=True, slots=True)
+class CertTrigger:
+    """Why every listing claiming ``cert_no`` is re-checked: the certificate changed (or
+    expired) to ``view``, decided at ``at_ms``. The certificate side's fan-out, the internal
+    re-check message and the listing side's re-check all carry this one value."""
+
+    cert_no: str
+    view: CertView
+    trigger: VerdictTrigger
+    trigger_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateChange:
     """A validated ``ccc.guard.CertificateStatusChanged``; ``record`` keeps every field as
     decoded so compliance staff can see what the authority said."""

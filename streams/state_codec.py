@@ -15,9 +15,15 @@ import orjson
 
 from streams.certificate_side import CertState
 from streams.errors import StateFormatError
-from streams.join_protocol import view_from_json, view_to_json
+from streams.join_protocol import (
+    trigger_from_json,
+    trigger_to_json,
+    view_from_json,
+    view_to_json,
+)
 from streams.listing_side import DecidedEvent, ListingState, PendingCheck
 from streams.model import CertView, Verdict, VerdictAction, VerdictReason
+from streams.watches import CertWatch
 
 # 2: listing partitions in the listing state and the claim index (partition-addressed join).
 FORMAT_VERSION = 2
@@ -151,16 +157,23 @@ def decode_certificate(data: bytes) -> CertState:
     )
 
 
-def encode_claim(partition: int) -> bytes:
-    """A claim index entry's value: the listing partition its answers and re-checks go to.
-    Never b"" (Faust's in-memory store drops keys whose recovered value is falsy)."""
-    return b"p%d" % partition
+def encode_watch(watch: CertWatch) -> bytes:
+    return orjson.dumps(
+        {
+            "fv": FORMAT_VERSION,
+            "tk": watch.token,
+            "a": watch.answered,
+            "v": None if watch.view is None else view_to_json(watch.view),
+            "x": None if watch.expiry is None else trigger_to_json(watch.expiry),
+        }
+    )
 
 
-def decode_claim(data: bytes) -> int:
-    if data[:1] == b"p" and data[1:].isdigit():
-        return int(data[1:])
-    raise StateFormatError(
-        f"claim index entry {data[:20]!r} names no listing partition: state of another "
-        "ccc-guard version (see the README's upgrade section)"
+def decode_watch(data: bytes) -> CertWatch:
+    doc = _load(data, "watch")
+    return CertWatch(
+        token=doc["tk"],
+        answered=doc["a"],
+        view=None if doc["v"] is None else view_from_json(doc["v"]),
+        expiry=None if doc["x"] is None else trigger_from_json(doc["x"]),
     )

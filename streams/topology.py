@@ -39,7 +39,13 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import FaustError
 
-from streams import certificate_side, listing_side, validation
+from streams import certificate_side, validation
+from streams.certificate_processor import (
+    CertificatePartitions,
+    CertificateProcessor,
+    CertificateTables,
+)
+from streams.clock import Clock, wall_clock_ms
 from streams.errors import InvalidRecordError, RejectedRecordError, StateFormatError
 from streams.faust_adapter import (
     ProcessedAcks,
@@ -48,61 +54,37 @@ from streams.faust_adapter import (
     iter_items_with_prefix,
 )
 from streams.join_protocol import (
-    Answer,
     CertificateCommand,
     Expire,
-    Recheck,
-    RecheckMany,
-    Subscribe,
-    Unsubscribe,
-    decode_command,
-    decode_update,
+    ListingUpdate,
     encode_command,
     encode_update,
 )
+from streams.listing_processor import (
+    ListingOutputs,
+    ListingProcessor,
+    ListingTables,
+)
 from streams.metrics import GuardMetrics
+from streams.model import Verdict
+from streams.processing import Record
 from streams.reask import AwaitingTracker
 from streams.settings import Settings
-from streams.state_codec import (
-    decode_certificate,
-    decode_claim,
-    decode_listing,
-    encode_certificate,
-    encode_claim,
-    encode_listing,
-    may_await_answers,
-)
+from streams.state_codec import decode_certificate, may_await_answers
 from topics.catalogue import Catalogue, TopicSpec
 from topics.codecs import AvroCodec
-from topics.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], int]  # epoch milliseconds
-# (Faust message: topic, partition, offset; key; value) of one record
-Handler = Callable[[Any, bytes | None, bytes], Awaitable[None]]
+Handler = Callable[[Record], Awaitable[None]]
 
-# The claim index holds one key per (certificate, listing): a NUL cannot occur in either id
-# (validation refuses control characters), so it separates them unambiguously, and all claims
-# of one certificate are adjacent in RocksDB's key order.
-_CLAIM_SEPARATOR = b"\x00"
 # Re-asks per round of the re-ask timer: enough to heal a bad crash within minutes, few enough
 # that a worker merely behind on its answers is not buried under duplicates.
 _REASKS_PER_ROUND = 1000
 # Listings between two yields to the event loop while scanning the listings table.
 _SCAN_YIELD_EVERY = 5000
-# Listings per re-check batch: ~20 bytes each, so a batch stays a small record.
-_RECHECK_BATCH = 500
 # Larger payloads are cut in dead letters so the dead letter itself still fits a Kafka record.
 _MAX_DEAD_LETTER_PAYLOAD = 512 * 1024
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def claim_prefix(cert_no: str) -> bytes:
-    return cert_no.encode() + _CLAIM_SEPARATOR
 
 
 @dataclass
@@ -161,24 +143,64 @@ class Topology:
 
         tables = {name: self._table(name) for name, _ in catalogue.changelogs}
         self.listings = tables["listings"]
+        self.claims = tables["listing-claims"]
+        self.watches = tables["certificate-watches"]
         self.certificates = tables["certificates"]
-        self.claims = tables["claims"]
+        self.subscriptions = tables["certificate-subscriptions"]
+
+        self.awaiting = AwaitingTracker(settings.reask_after_s)
+        self.listing_side = ListingProcessor(
+            ListingTables(self.listings, self.claims, self.watches, iter_items_with_prefix),
+            ListingOutputs(self._send_verdict, self._send_command),
+            codec,
+            catalogue.listing_events.avro_record,
+            self.limits,
+            metrics,
+            self.awaiting,
+            self.progress.counts,
+            clock,
+        )
+        self.certificate_side = CertificateProcessor(
+            CertificateTables(self.certificates, self.subscriptions, iter_items_with_prefix),
+            self._send_update,
+            CertificatePartitions(
+                catalogue.certificate_commands.partitions, catalogue.listing_updates.partitions
+            ),
+            codec,
+            catalogue.certificate_changes.avro_record,
+            self.limits,
+            metrics,
+            self.progress.counts,
+        )
 
         listing_side_in = self._topic(catalogue.listing_events, catalogue.listing_updates)
         certificate_side_in = self._topic(
             catalogue.certificate_changes, catalogue.certificate_commands
         )
-        app.agent(listing_side_in, name="listing-side", concurrency=1)(self._listing_agent)
-        app.agent(self._topic(catalogue.certificate_status), name="certificate-rekey")(
-            self._rekey_agent
+        self._agent(
+            "listing-side",
+            listing_side_in,
+            {
+                catalogue.listing_events.name: self.listing_side.on_listing_event,
+                catalogue.listing_updates.name: self.listing_side.on_update,
+            },
         )
-        app.agent(certificate_side_in, name="certificate-side", concurrency=1)(
-            self._certificate_agent
+        self._agent(
+            "certificate-rekey",
+            self._topic(catalogue.certificate_status),
+            {catalogue.certificate_status.name: self._rekey},
+        )
+        self._agent(
+            "certificate-side",
+            certificate_side_in,
+            {
+                catalogue.certificate_changes.name: self.certificate_side.on_change,
+                catalogue.certificate_commands.name: self.certificate_side.on_command,
+            },
         )
         app.timer(settings.expiry_sweep_interval_s, name="expiry-sweep")(self.expiry_sweep)
         app.timer(settings.progress_interval_s, name="progress")(self._log_progress)
 
-        self.awaiting = AwaitingTracker(settings.reask_after_s)
         self._rescan_awaiting = False
         # mode's handler type names a generic signal parameter mypy cannot match to any method.
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
@@ -210,104 +232,42 @@ class Topology:
             partitions=self.settings.partitions,
         )
 
-    # -- listing side ------------------------------------------------------------------------
+    def _agent(self, name: str, channel: Any, handlers: Mapping[str, Handler]) -> None:
+        async def agent(stream: Any) -> None:
+            await self._dispatch(stream, handlers)
 
-    async def _listing_agent(self, stream: Any) -> None:
-        await self._dispatch(
-            stream,
-            {
-                self.catalogue.listing_events.name: self._on_listing_event,
-                self.catalogue.listing_updates.name: self._on_listing_update,
-            },
-        )
+        self.app.agent(channel, name=name, concurrency=1)(agent)
 
-    async def _on_listing_event(self, message: Any, key: bytes | None, value: bytes) -> None:
-        record = self.codec.decode(self.catalogue.listing_events.avro_record, value)
-        event = validation.listing_event(record, key, self.limits)
-        self.progress.counts["listing_events"] += 1
-        self.metrics.listing_events.labels(str(event.event_type)).inc()
-        state_key = event.listing_id.encode()
-        outcome = listing_side.on_listing_event(
-            self._listing_state(state_key), event, self.clock(), message.offset, message.partition
-        )
-        await self._apply_listing_outcome(state_key, event.listing_id, message.partition, outcome)
+    # -- outputs -----------------------------------------------------------------------------
 
-    async def _on_listing_update(self, message: Any, key: bytes | None, value: bytes) -> None:
-        update = decode_update(value)
-        if isinstance(update, RecheckMany):
-            # Sent to this partition because the claim index says these listings live here.
-            await self._recheck(message.partition, update.listing_ids, update)
-            return
-        if not key:
-            raise InvalidRecordError("listing update without a listing_id key")
-        listing_id = key.decode()
-        match update:
-            case Recheck():
-                await self._recheck(message.partition, (listing_id,), update)
-            case Answer(cert_no, view, token):
-                outcome = listing_side.on_certificate_answer(
-                    self._listing_state(key), listing_id, cert_no, view, self.clock(), token
-                )
-                await self._apply_listing_outcome(key, listing_id, message.partition, outcome)
+    async def _send_verdict(self, key: bytes, verdict: Verdict) -> None:
+        value = self.codec.encode(self.catalogue.verdicts.avro_record, verdict.as_record())
+        await self.verdicts.send(key=key, value=value)
 
-    async def _recheck(
-        self, partition: int, listing_ids: Iterable[str], update: Recheck | RecheckMany
-    ) -> None:
-        for listing_id in listing_ids:
-            self.progress.counts["rechecks"] += 1
-            key = listing_id.encode()
-            outcome = listing_side.on_recheck(
-                self._listing_state(key),
-                listing_id,
-                update.cert_no,
-                update.view,
-                update.trigger,
-                update.trigger_id,
-                update.at_ms,
-                self.clock(),
-            )
-            await self._apply_listing_outcome(key, listing_id, partition, outcome)
-
-    def _listing_state(self, key: bytes) -> listing_side.ListingState | None:
-        value = self.listings.get(key)
-        return None if value is None else decode_listing(value)
-
-    async def _apply_listing_outcome(
-        self, key: bytes, listing_id: str, partition: int, outcome: listing_side.Outcome
-    ) -> None:
-        await self._send_subscriptions(listing_id, partition, outcome)
-        if outcome.changed:
-            if outcome.state is None:
-                self.listings.pop(key, None)
-            else:
-                self.listings[key] = encode_listing(outcome.state)
-            self.awaiting.track(key, outcome.state is not None and bool(outcome.state.awaiting))
-        for verdict in outcome.verdicts:
-            self.progress.counts[f"verdicts_{verdict.action.lower()}"] += 1
-            await self.verdicts.send(
-                key=key,
-                value=self.codec.encode(self.catalogue.verdicts.avro_record, verdict.as_record()),
-            )
-            self.metrics.verdict(verdict, self.clock())
-
-    async def _send_subscriptions(
-        self, listing_id: str, partition: int, outcome: listing_side.Outcome
-    ) -> None:
-        """``partition``: the listing's, where the answers must come back to."""
-        for cert_no in outcome.subscribe:
-            token = outcome.tokens[cert_no]
-            await self._command(cert_no.encode(), Subscribe(listing_id, partition, token))
-        for cert_no in outcome.unsubscribe:
-            await self._command(cert_no.encode(), Unsubscribe(listing_id))
-
-    async def _command(self, cert_key: bytes, command: CertificateCommand) -> None:
+    async def _send_command(self, cert_no: str, command: CertificateCommand) -> None:
+        key = cert_no.encode()
         await self.certificate_commands.send(
-            key=cert_key, value=encode_command(command), partition=self._cert_partition(cert_key)
+            key=key,
+            value=encode_command(command),
+            partition=self.certificate_side.partition_of(key),
         )
 
-    def _cert_partition(self, cert_key: bytes) -> int:
-        """Where a certificate's state lives: ccc-guard's own topics, its own partitioner."""
-        return partition_for_key(cert_key, self.catalogue.certificate_commands.partitions)
+    async def _send_update(self, partition: int, key: bytes, update: ListingUpdate) -> Any:
+        """To the listing side, on the listing partition named; the delivery's awaitable."""
+        return await self.listing_updates.send(
+            key=key, value=encode_update(update), partition=partition
+        )
+
+    async def _rekey(self, record: Record) -> None:
+        """Re-key the authority's record, as it came, onto the certificate's own partition of
+        ``certificate changes``: the authority's producer may partition by another hash."""
+        decoded = self.codec.decode(self.catalogue.certificate_status.avro_record, record.value)
+        key = validation.certificate_change(decoded, record.key, self.limits).cert_no.encode()
+        await self.certificate_changes.send(
+            key=key, value=record.value, partition=self.certificate_side.partition_of(key)
+        )
+
+    # -- timers ------------------------------------------------------------------------------
 
     async def _on_rebalance_complete(self, sender: Any, **kwargs: Any) -> None:
         # Listings recovered from the changelog may await answers this worker never asked
@@ -330,7 +290,8 @@ class Topology:
         """Ask again for certificate answers listing checks have awaited too long.
 
         A timer may not write tables, and needs not: asking again is only sending the
-        subscriptions the listing state already records, with their tokens."""
+        subscriptions the listing's watches (or, without one, the listing) record, with their
+        tokens; one per certificate and partition a round."""
         if not is_ready(self.app):
             return
         if self._rescan_awaiting:
@@ -342,179 +303,30 @@ class Topology:
                 len(self.awaiting),
                 time.monotonic() - started,
             )
-        asked, listings = 0, 0
+        asked: set[tuple[str, int]] = set()
+        listings = 0
         for key in self.awaiting.due(_REASKS_PER_ROUND):
-            value = self.listings.get(key)
-            state = None if value is None else decode_listing(value)
-            if state is None or not state.awaiting:
+            asks = self.listing_side.reask_commands(key)
+            if asks is None:
                 self.awaiting.track(key, awaiting=False)
                 continue
-            outcome = listing_side.reask(state)
-            await self._send_subscriptions(key.decode(), state.partition, outcome)
+            for cert_no, subscribe in asks:
+                if (cert_no, subscribe.partition) not in asked:
+                    asked.add((cert_no, subscribe.partition))
+                    await self._send_command(cert_no, subscribe)
             self.awaiting.asked(key)
-            asked, listings = asked + len(outcome.subscribe), listings + 1
+            listings += 1
         if asked:
-            self.metrics.reasks.inc(asked)
-            self.progress.counts["reasks"] += asked
+            self.metrics.reasks.inc(len(asked))
+            self.progress.counts["reasks"] += len(asked)
             log.warning(
                 "asked again for %d certificate answer(s) of %d listing(s) that waited over "
                 "%.0fs (%d still awaiting)",
-                asked,
+                len(asked),
                 listings,
                 self.settings.reask_after_s,
                 len(self.awaiting),
             )
-
-    # -- certificate side --------------------------------------------------------------------
-
-    async def _rekey_agent(self, stream: Any) -> None:
-        await self._dispatch(
-            stream, {self.catalogue.certificate_status.name: self._on_authority_change}
-        )
-
-    async def _on_authority_change(self, message: Any, key: bytes | None, value: bytes) -> None:
-        """Re-key the authority's record, as it came, onto the certificate's own partition of
-        ``certificate changes``: the authority's producer may partition by another hash."""
-        record = self.codec.decode(self.catalogue.certificate_status.avro_record, value)
-        cert_key = validation.certificate_change(record, key, self.limits).cert_no.encode()
-        await self.certificate_changes.send(
-            key=cert_key, value=value, partition=self._cert_partition(cert_key)
-        )
-
-    async def _certificate_agent(self, stream: Any) -> None:
-        await self._dispatch(
-            stream,
-            {
-                self.catalogue.certificate_changes.name: self._on_status_change,
-                self.catalogue.certificate_commands.name: self._on_command,
-            },
-        )
-
-    async def _on_status_change(self, message: Any, key: bytes | None, value: bytes) -> None:
-        record = self.codec.decode(self.catalogue.certificate_changes.avro_record, value)
-        change = validation.certificate_change(record, key, self.limits)
-        self._check_owned(message, change.cert_no.encode())
-        self.progress.counts["status_changes"] += 1
-        state = self._certificate_state(change.cert_no.encode())
-        decision = certificate_side.on_status_change(state, change)
-        outcome = "stale" if decision.state is None and decision.fanout is None else "applied"
-        self.metrics.certificate_changes.labels(outcome).inc()
-        await self._apply_certificate_decision(change.cert_no, state, decision)
-
-    async def _on_command(self, message: Any, key: bytes | None, value: bytes) -> None:
-        command = decode_command(value)
-        if not key:
-            raise InvalidRecordError("certificate command without a cert_no key")
-        self._check_owned(message, key)
-        cert_no = key.decode()
-        state = self._certificate_state(key)
-        match command:
-            case Subscribe(listing_id, partition, token):
-                if partition >= self.catalogue.listing_updates.partitions:
-                    raise InvalidRecordError(f"subscription names listing partition {partition}")
-                self.claims[claim_prefix(cert_no) + listing_id.encode()] = encode_claim(partition)
-                listing_key = listing_id.encode()
-                answer = Answer(cert_no, None if state is None else state.view, token)
-                await self._update(listing_key, partition, encode_update(answer))
-                late = certificate_side.late_expiry_recheck(state)
-                if late is not None:
-                    await self._update(listing_key, partition, _recheck_payload(late))
-            case Unsubscribe(listing_id):
-                self.claims.pop(claim_prefix(cert_no) + listing_id.encode(), None)
-            case Expire(at_ms):
-                await self._apply_certificate_decision(
-                    cert_no, state, certificate_side.on_expiry(state, at_ms)
-                )
-
-    def _check_owned(self, message: Any, cert_key: bytes) -> None:
-        """Certificate records are only read on the certificate's own partition, where its state
-        is: one elsewhere was not written by ccc-guard (whose sends name the partition)."""
-        expected = self._cert_partition(cert_key)
-        if message.partition != expected:
-            raise InvalidRecordError(
-                f"certificate {cert_key.decode(errors='replace')!r} belongs on partition "
-                f"{expected}, read on {message.partition}"
-            )
-
-    async def _update(self, key: bytes, partition: int, value: bytes) -> Any:
-        """To the listing side, on the listing's own partition; the delivery future."""
-        return await self.listing_updates.send(key=key, value=value, partition=partition)
-
-    def _certificate_state(self, key: bytes) -> certificate_side.CertState | None:
-        value = self.certificates.get(key)
-        return None if value is None else decode_certificate(value)
-
-    async def _apply_certificate_decision(
-        self,
-        cert_no: str,
-        held: certificate_side.CertState | None,
-        decision: certificate_side.CertDecision,
-    ) -> None:
-        """``held`` is the state the decision was made from; the decision's own state, when it
-        has one, replaces it."""
-        key = cert_no.encode()
-        if decision.state is not None:
-            self.certificates[key] = encode_certificate(decision.state)
-        if decision.fanout is None:
-            return
-        await self._fan_out(decision.fanout)
-        # Written only once every re-check is acknowledged: a crash before this line leaves
-        # the fan-out marked unfinished, and the replayed trigger runs it again.
-        state = decision.state or held
-        if state is not None and not state.fanout_done:
-            self.certificates[key] = encode_certificate(certificate_side.mark_fanout_done(state))
-
-    async def _fan_out(self, fanout: certificate_side.Fanout) -> None:
-        """Stream the claiming listings into one re-check batch per listing partition, sent
-        whenever it is full: memory stays bounded by partitions times batch size."""
-        started = time.monotonic()
-        prefix = claim_prefix(fanout.cert_no)
-        event = faust.current_event()
-        assert event is not None, "fan-outs run while processing a certificate-keyed event"
-        batches: dict[int, list[str]] = {}  # listing partition -> listing ids
-        pending: list[asyncio.Future[Any]] = []
-        listings = 0
-        claims = iter_items_with_prefix(self.claims, event.message.partition, prefix)
-        for claim_key, claim in claims:
-            partition = decode_claim(claim)
-            batch = batches.setdefault(partition, [])
-            batch.append(claim_key[len(prefix) :].decode())
-            listings += 1
-            if len(batch) >= _RECHECK_BATCH:
-                pending.append(await self._send_rechecks(fanout, partition, batch))
-                batch.clear()
-        for partition, batch in batches.items():
-            if batch:
-                pending.append(await self._send_rechecks(fanout, partition, batch))
-        await asyncio.gather(*pending)
-        elapsed = time.monotonic() - started
-        self.progress.counts["rechecks_sent"] += listings
-        self.metrics.fanout_listings.labels(str(fanout.trigger)).observe(listings)
-        self.metrics.fanout_seconds.labels(str(fanout.trigger)).observe(elapsed)
-        # Most fan-outs are a certificate's first sighting with nobody waiting for it.
-        log.log(
-            logging.INFO if listings else logging.DEBUG,
-            "re-checked %d listing(s) of %s (%s %s) in %.3fs",
-            listings,
-            fanout.cert_no,
-            fanout.trigger,
-            fanout.view.status,
-            elapsed,
-        )
-
-    async def _send_rechecks(
-        self, fanout: certificate_side.Fanout, partition: int, listing_ids: list[str]
-    ) -> Any:
-        """One batch of listings of one partition, sent there; keyed by the certificate."""
-        batch = RecheckMany(
-            fanout.cert_no,
-            fanout.view,
-            fanout.trigger,
-            fanout.trigger_id,
-            fanout.at_ms,
-            tuple(listing_ids),
-        )
-        return await self._update(fanout.cert_no.encode(), partition, encode_update(batch))
 
     async def expiry_sweep(self) -> None:
         """Expire, through the certificate stream, every certificate past its validity.
@@ -526,7 +338,7 @@ class Topology:
         now = self.clock()
         scan = scan_certificates(self.certificates.items(), now)
         for key in scan.due:
-            await self._command(key, Expire(now))
+            await self._send_command(key.decode(), Expire(now))
         if scan.due:
             log.info("expiry sweep: %d certificate(s) past their validity", len(scan.due))
         self.metrics.sweep_expired.inc(len(scan.due))
@@ -561,7 +373,7 @@ class Topology:
                 raise InvalidRecordError(
                     f"value is {len(value)} bytes (limit {self.settings.max_record_bytes})"
                 )
-            await handler(message, key, value)
+            await handler(Record(message.topic, message.partition, message.offset, key, value))
         except (KafkaError, FaustError, StateFormatError):
             # The broker or Faust is in trouble, or the state is another version's: not the
             # record's fault, so fail loudly rather than dead-letter good records.
@@ -610,9 +422,3 @@ class Topology:
         log.info(
             "progress (last %.0fs): %s", self.settings.progress_interval_s, self.progress.line()
         )
-
-
-def _recheck_payload(fanout: certificate_side.Fanout) -> bytes:
-    return encode_update(
-        Recheck(fanout.cert_no, fanout.view, fanout.trigger, fanout.trigger_id, fanout.at_ms)
-    )

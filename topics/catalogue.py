@@ -58,9 +58,13 @@ _DEAD_LETTER_RETENTION = (("cleanup.policy", "delete"), ("retention.ms", str(30 
 
 # The app's tables and what their keys hold.
 TABLES = (
+    # listing side
     ("listings", "listing_id"),
+    ("listing-claims", "cert_no + NUL + listing_id"),
+    ("certificate-watches", "cert_no + NUL + listing partition"),
+    # certificate side
     ("certificates", "cert_no"),
-    ("claims", "cert_no + NUL + listing_id → the listing's partition"),
+    ("certificate-subscriptions", "cert_no + NUL + listing partition"),
 )
 
 
@@ -72,7 +76,7 @@ class Catalogue:
     deadletter: TopicSpec
     # Internal, the foreign-key join's two directions (Kafka Streams' KIP-213 shape):
     certificate_commands: TopicSpec  # listing side → certificate side, keyed by cert_no
-    listing_updates: TopicSpec  # certificate side → listing side, to the listing's partition
+    listing_updates: TopicSpec  # certificate side → listing side, to a listing partition
     # Internal: the authority's feed re-keyed onto ccc-guard's own partitioner.
     certificate_changes: TopicSpec
     # Table changelogs, by table name. Faust names them "<app id>-<table>-changelog" and would
@@ -144,9 +148,7 @@ def build_catalogue(naming: TopicNaming) -> Catalogue:
             external + naming.deadletter, "original key", "DeadLetter", _DEAD_LETTER_RETENTION
         ),
         certificate_commands=spec(internal + "certificate-commands", "cert_no", None),
-        listing_updates=spec(
-            internal + "listing-updates", "listing_id (answers), cert_no (re-checks)", None
-        ),
+        listing_updates=spec(internal + "listing-updates", "cert_no", None),
         # Not compacted: consumed topics written only by ccc-guard have no offset gaps.
         certificate_changes=spec(
             internal + "certificate-changes", "cert_no", "CertificateStatusChanged"

@@ -21,11 +21,11 @@ import pytest
 
 from localkafka import LocalKafka
 from streams.join_protocol import Subscribe, Unsubscribe, decode_command, decode_update
+from streams.listing_processor import claim_key
 from streams.listing_side import ListingState, PendingCheck, event_digest
 from streams.model import CertificateStatus, CertView
 from streams.rules import evaluate
-from streams.state_codec import decode_certificate, decode_listing, encode_listing
-from streams.topology import claim_prefix
+from streams.state_codec import decode_certificate, decode_listing, decode_watch, encode_listing
 from tests.builders import listing_event, status_change
 from tests.integration.harness import (
     FAST_FAILOVER_ENV,
@@ -157,7 +157,11 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
     deployment = guard.deployment
     catalogue = deployment.catalogue
     table = read_table(deployment, "listings")
-    claims = set(read_table(deployment, "claims"))
+    claims = set(read_table(deployment, "listing-claims"))
+    watches = {
+        key.decode(errors="replace"): decode_watch(value)
+        for key, value in read_table(deployment, "certificate-watches").items()
+    }
     commands = [
         (key.decode(), decode_command(value))
         for _, _, key, value in read_topic(
@@ -193,10 +197,17 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
             "claim index": sorted(
                 k.split(b"\0")[0].decode() for k in claims if k.endswith(b"\0" + lid.encode())
             ),
+            "watches": {
+                key: (watch.token, watch.answered, watch.view and watch.view.version)
+                for key, watch in watches.items()
+                if state and key.split("\0")[0] in state.awaiting
+            },
             "commands": [
-                (cert, type(command).__name__, getattr(command, "token", None))
+                (cert, type(command).__name__, command.partition, command.token)
                 for cert, command in commands
-                if isinstance(command, Subscribe | Unsubscribe) and command.listing_id == lid
+                if isinstance(command, Subscribe | Unsubscribe)
+                and state
+                and (cert in state.awaiting or cert in state.claimed)
             ],
             "updates": [
                 (
@@ -205,7 +216,8 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
                     getattr(update, "token", None) or getattr(update, "trigger_id", None),
                     update.view and (str(update.view.status), update.view.version),
                 )
-                for update in (decode_update(v) for _, _, k, v in updates if k == lid.encode())
+                for update in (decode_update(v) for _, _, _, v in updates)
+                if state and update.cert_no in state.claimed
             ],
         }
     return states
@@ -388,7 +400,7 @@ def test_a_check_left_awaiting_a_lost_answer_asks_again(kafka: str, tmp_path: Pa
     with running_guard(deployment) as guard:
         [verdict] = guard.wait_verdicts("L-lost", timeout=60)
         assert (verdict["trigger_id"], verdict["action"]) == ("E-lost", "ALLOW")
-        assert claim_prefix(cert) + b"L-lost" in read_table(deployment, "claims")
+        assert claim_key(cert, "L-lost") in read_table(deployment, "listing-claims")
         assert "asked again for 1 certificate answer(s) of 1 listing(s)" in (
             guard.workers[0].log_tail(200)
         )

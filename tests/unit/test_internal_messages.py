@@ -12,8 +12,6 @@ from streams.errors import MalformedBodyError
 from streams.join_protocol import (
     Answer,
     Expire,
-    Recheck,
-    RecheckMany,
     Subscribe,
     Unsubscribe,
     decode_command,
@@ -21,14 +19,14 @@ from streams.join_protocol import (
     encode_command,
     encode_update,
 )
-from streams.model import CertificateStatus, CertView, VerdictTrigger
+from streams.model import CertificateStatus, CertTrigger, CertView, VerdictTrigger
 from topics.partitioning import partition_for_key
 
 VIEW = CertView(CertificateStatus.SUSPENDED, 7, None, 21_000)
 
 
 @pytest.mark.parametrize(
-    "command", [Subscribe("L-1", 3, "t"), Unsubscribe("L-1"), Expire(1_790_000_000_000)]
+    "command", [Subscribe(3, "t"), Unsubscribe(0, "t2"), Expire(1_790_000_000_000)]
 )
 def test_commands_round_trip(command: Subscribe | Unsubscribe | Expire) -> None:
     assert decode_command(encode_command(command)) == command
@@ -37,12 +35,12 @@ def test_commands_round_trip(command: Subscribe | Unsubscribe | Expire) -> None:
 @pytest.mark.parametrize(
     "update",
     [
-        Answer("2017010907948411", None),
-        Answer("2017010907948411", VIEW),
-        Recheck("2017010907948411", VIEW, VerdictTrigger.CERTIFICATE_EXPIRY, "x@expiry", 5),
+        Answer("2017010907948411", None, "t"),
+        Answer("2017010907948411", VIEW, "t"),
+        CertTrigger("2017010907948411", VIEW, VerdictTrigger.CERTIFICATE_EXPIRY, "x@expiry", 5),
     ],
 )
-def test_updates_round_trip(update: Answer | Recheck) -> None:
+def test_updates_round_trip(update: Answer | CertTrigger) -> None:
     assert decode_update(encode_update(update)) == update
 
 
@@ -52,11 +50,12 @@ def test_updates_round_trip(update: Answer | Recheck) -> None:
         b"",
         b"[]",
         b'["S"]',
-        b'["S", "", 0, "t"]',
-        b'["S", "L", "0", "t"]',
-        b'["S", "L", -1, "t"]',
-        b'["S", "L", true, "t"]',
-        b'["S", "L", "t"]',
+        b'["S", 0, ""]',
+        b'["S", "0", "t"]',
+        b'["S", -1, "t"]',
+        b'["S", true, "t"]',
+        b'["S", 1]',
+        b'["U", 1]',
         b'["X", "L"]',
         b'["E", "soon"]',
         b"{}",
@@ -76,6 +75,8 @@ def test_bad_commands_raise_malformed_body(data: bytes) -> None:
         b'["A", "c", ["VALID", "1", null, 2]]',
         b'["R", "c", ["VALID", 1, null, 2], "LISTING", "t", 1]',
         b'["R", "c", null, "CERTIFICATE_CHANGE", "t", 1]',
+        b'["R", "c", ["VALID", 1, null, 2], "CERTIFICATE_CHANGE", "t", true]',
+        b'["M", "c", ["VALID", 1, null, 2], "CERTIFICATE_CHANGE", "t", 1, ["L-1"]]',
     ],
 )
 def test_bad_updates_raise_malformed_body(data: bytes) -> None:
@@ -100,15 +101,3 @@ def test_partition_for_key_agrees_with_the_clients_default_partitioner() -> None
             key = rng.randbytes(rng.randint(0, 40))
             want = partitioner(key, list(range(partitions)), list(range(partitions)))
             assert partition_for_key(key, partitions) == want
-
-
-def test_recheck_batches_round_trip() -> None:
-    batch = RecheckMany(
-        "2017010907948411",
-        CertView(CertificateStatus.REVOKED, 3, "0907", 30_000),
-        VerdictTrigger.CERTIFICATE_CHANGE,
-        "2017010907948411@3",
-        1_790_000_000_000,
-        ("L-1", "L-2", "店铺-3"),
-    )
-    assert decode_update(encode_update(batch)) == batch

@@ -14,6 +14,7 @@ from streams.listing_side import (
 )
 from streams.model import (
     CertificateStatus,
+    CertTrigger,
     CertView,
     ListingEvent,
     ListingEventType,
@@ -89,7 +90,10 @@ def test_unknown_certificate_blocks_then_valid_arrival_restores() -> None:
     outcome = answered(on_listing_event(None, event("E1", (A,)), T0), (A, None))
     assert outcome.verdicts[0].reasons == (VerdictReason.CERTIFICATE_NOT_FOUND,)
     outcome = on_recheck(
-        outcome.state, LID, A, valid(), VerdictTrigger.CERTIFICATE_CHANGE, f"{A}@1", T0 + 5, T0 + 6
+        outcome.state,
+        LID,
+        CertTrigger(A, valid(), VerdictTrigger.CERTIFICATE_CHANGE, f"{A}@1", T0 + 5),
+        T0 + 6,
     )
     [verdict] = outcome.verdicts
     assert verdict.action is VerdictAction.RESTORE
@@ -100,7 +104,7 @@ def test_unknown_certificate_blocks_then_valid_arrival_restores() -> None:
 def test_revocation_takes_down_a_live_listing_once() -> None:
     state = created_live(A, B)
     outcome = on_recheck(
-        state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, f"{A}@2", T0, T0
+        state, LID, CertTrigger(A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, f"{A}@2", T0), T0
     )
     [verdict] = outcome.verdicts
     assert verdict.action is VerdictAction.TAKEDOWN
@@ -108,7 +112,10 @@ def test_revocation_takes_down_a_live_listing_once() -> None:
     assert verdict.failing_certs == (A,)
     # A second, different failing change speaks no more: the listing is already down.
     outcome = on_recheck(
-        outcome.state, LID, B, revoked(3), VerdictTrigger.CERTIFICATE_CHANGE, f"{B}@3", T0, T0
+        outcome.state,
+        LID,
+        CertTrigger(B, revoked(3), VerdictTrigger.CERTIFICATE_CHANGE, f"{B}@3", T0),
+        T0,
     )
     assert outcome.verdicts == []
     assert outcome.state is not None and outcome.state.failing == (A, B)
@@ -118,12 +125,20 @@ def test_restoring_one_of_two_bad_certificates_does_not_restore() -> None:
     state = created_live(A, B)
     for cert_no, tid in ((A, "a2"), (B, "b2")):
         state = on_recheck(
-            state, LID, cert_no, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, tid, T0, T0
+            state,
+            LID,
+            CertTrigger(cert_no, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, tid, T0),
+            T0,
         ).state  # type: ignore[assignment]
-    outcome = on_recheck(state, LID, A, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "a3", T0, T0)
+    outcome = on_recheck(
+        state, LID, CertTrigger(A, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "a3", T0), T0
+    )
     assert outcome.verdicts == []
     outcome = on_recheck(
-        outcome.state, LID, B, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "b3", T0, T0
+        outcome.state,
+        LID,
+        CertTrigger(B, valid(3), VerdictTrigger.CERTIFICATE_CHANGE, "b3", T0),
+        T0,
     )
     assert [v.action for v in outcome.verdicts] == [VerdictAction.RESTORE]
 
@@ -137,9 +152,14 @@ def test_replayed_listing_event_re_emits_the_same_verdict_and_changes_nothing() 
 
 def test_replayed_recheck_re_emits_the_takedown() -> None:
     state = created_live(A)
-    first = on_recheck(state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0)
+    first = on_recheck(
+        state, LID, CertTrigger(A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0), T0
+    )
     again = on_recheck(
-        first.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0 + 1
+        first.state,
+        LID,
+        CertTrigger(A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0),
+        T0 + 1,
     )
     assert [v.verdict_id for v in again.verdicts] == [v.verdict_id for v in first.verdicts]
     assert not again.changed
@@ -154,7 +174,10 @@ def test_update_swapping_certificates_moves_the_subscriptions() -> None:
     assert [(v.action, v.failing_certs) for v in outcome.verdicts] == [(VerdictAction.BLOCK, (C,))]
     # A re-check of the certificate no longer claimed is ignored.
     late = on_recheck(
-        outcome.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0
+        outcome.state,
+        LID,
+        CertTrigger(A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0),
+        T0,
     )
     assert late.verdicts == [] and not late.changed
 
@@ -194,7 +217,7 @@ def test_delisted_leaves_all_state_but_a_tombstone_and_unsubscribes() -> None:
     assert tomb is not None and tomb.delisted
     assert (tomb.claimed, tomb.views, tomb.pending) == ((), {}, [])
     change = VerdictTrigger.CERTIFICATE_CHANGE
-    assert on_recheck(tomb, LID, A, revoked(), change, "a2", T0, T0).verdicts == []
+    assert on_recheck(tomb, LID, CertTrigger(A, revoked(), change, "a2", T0), T0).verdicts == []
     # A replay of the listing's older event after a crash does not bring it back; its verdict,
     # which the crash may have lost, is said again.
     replay = on_listing_event(tomb, event("E1", (A, B)), T0)
@@ -214,7 +237,7 @@ def test_delisted_while_pending_still_answers_the_pending_event_then_goes() -> N
 def test_older_certificate_versions_never_overwrite_newer_ones() -> None:
     state = created_live(A)
     outcome = on_recheck(
-        state, LID, A, revoked(0), VerdictTrigger.CERTIFICATE_CHANGE, "old", T0, T0
+        state, LID, CertTrigger(A, revoked(0), VerdictTrigger.CERTIFICATE_CHANGE, "old", T0), T0
     )
     assert outcome.verdicts == [] and not outcome.changed
 
@@ -223,7 +246,10 @@ def test_recheck_while_an_event_is_pending_lets_the_event_speak() -> None:
     state = created_live(A)
     pending = on_listing_event(state, event("E2", (A, B), ListingEventType.UPDATED), T0)
     outcome = on_recheck(
-        pending.state, LID, A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0, T0
+        pending.state,
+        LID,
+        CertTrigger(A, revoked(), VerdictTrigger.CERTIFICATE_CHANGE, "a2", T0),
+        T0,
     )
     assert outcome.verdicts == []
     outcome = on_certificate_answer(outcome.state, LID, B, valid(), T0)
@@ -242,11 +268,7 @@ def test_expiry_is_decided_at_the_trigger_time() -> None:
     outcome = on_recheck(
         outcome.state,
         LID,
-        A,
-        expiring,
-        VerdictTrigger.CERTIFICATE_EXPIRY,
-        f"{A}@expiry",
-        after,
+        CertTrigger(A, expiring, VerdictTrigger.CERTIFICATE_EXPIRY, f"{A}@expiry", after),
         after,
     )
     assert [(v.action, v.reasons) for v in outcome.verdicts] == [
@@ -361,7 +383,7 @@ def test_a_late_check_waiting_for_an_answer_does_not_hold_up_a_takedown() -> Non
     late = on_listing_event(live.state, event("E0", (B,)), T0, offset=5)
     assert late.subscribe == [B] and late.verdicts == []
     change = VerdictTrigger.CERTIFICATE_CHANGE
-    takedown = on_recheck(late.state, LID, A, revoked(), change, "A@2", T0, T0)
+    takedown = on_recheck(late.state, LID, CertTrigger(A, revoked(), change, "A@2", T0), T0)
     assert [v.action for v in takedown.verdicts] == [VerdictAction.TAKEDOWN]
     decided = on_certificate_answer(takedown.state, LID, B, valid(), T0, late.tokens[B])
     assert [(v.trigger_id, v.action) for v in decided.verdicts] == [
@@ -374,7 +396,7 @@ def test_a_late_check_waiting_for_an_answer_does_not_hold_up_a_takedown() -> Non
 def test_a_replay_after_delisting_ends_on_the_listings_last_decision() -> None:
     state = created_live(A)
     change = VerdictTrigger.CERTIFICATE_CHANGE
-    down = on_recheck(state, LID, A, revoked(), change, "A@2", T0, T0)
+    down = on_recheck(state, LID, CertTrigger(A, revoked(), change, "A@2", T0), T0)
     tomb = on_listing_event(down.state, event("E2", (), ListingEventType.DELISTED), T0)
     replay = on_listing_event(tomb.state, event("E1", (A,)), T0)
     assert [(v.trigger_id, v.action) for v in replay.verdicts] == [

@@ -45,6 +45,7 @@ from streams.listing_side import (
 )
 from streams.model import (
     CertificateStatus,
+    CertTrigger,
     CertView,
     ListingEvent,
     ListingEventType,
@@ -667,7 +668,9 @@ def apply(state: ListingState | None, item: Input, now_ms: int = T0) -> Outcome:
         case AnswerInput(cert_no, view, token):
             return on_certificate_answer(state, LID, cert_no, view, now_ms, token)
         case RecheckInput(cert_no, view, trigger, trigger_id, at_ms):
-            return on_recheck(state, LID, cert_no, view, trigger, trigger_id, at_ms, now_ms)
+            return on_recheck(
+                state, LID, CertTrigger(cert_no, view, trigger, trigger_id, at_ms), now_ms
+            )
 
 
 def with_tokens(items: list[Input]) -> list[Input]:
@@ -937,11 +940,13 @@ def test_a_late_update_cannot_stay_live_on_an_expired_certificate() -> None:
     swept = on_recheck(
         state,
         LID,
-        A,
-        _valid(1, expires_on),
-        VerdictTrigger.CERTIFICATE_EXPIRY,
-        expiry_trigger_id(A),
-        after_expiry,
+        CertTrigger(
+            A,
+            _valid(1, expires_on),
+            VerdictTrigger.CERTIFICATE_EXPIRY,
+            expiry_trigger_id(A),
+            after_expiry,
+        ),
         after_expiry,
     )
     assert [v.action for v in swept.verdicts] == [VerdictAction.TAKEDOWN]
@@ -965,7 +970,7 @@ def test_two_expiries_of_one_certificate_take_down_with_distinct_verdict_ids() -
             if trigger.endswith("@expiry")
             else VerdictTrigger.CERTIFICATE_CHANGE
         )
-        return on_recheck(state, LID, A, view, kind, trigger, at, at)
+        return on_recheck(state, LID, CertTrigger(A, view, kind, trigger, at), at)
 
     first = recheck(state, _valid(1, first_end), expiry_trigger_id(A), validity_end_ms(first_end))
     renewed = recheck(first.state, _valid(2, second_end), change_trigger_id(A, 2), T0 + DAY_MS)
@@ -1000,11 +1005,9 @@ def test_an_older_certificate_change_cannot_re_allow_an_expired_claim() -> None:
     older = on_recheck(
         blocked.state,
         LID,
-        b,
-        changed_b,
-        VerdictTrigger.CERTIFICATE_CHANGE,
-        change_trigger_id(b, 2),
-        end - 1,
+        CertTrigger(
+            b, changed_b, VerdictTrigger.CERTIFICATE_CHANGE, change_trigger_id(b, 2), end - 1
+        ),
         end + 2,
     )
     assert not live(older.state), [v.action for v in older.verdicts]

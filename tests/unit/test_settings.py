@@ -77,8 +77,10 @@ def test_topic_prefix_and_app_id_name_every_topic() -> None:
         "guard-a-listing-updates",
         "guard-a-certificate-changes",
         "guard-a-listings-changelog",
+        "guard-a-listing-claims-changelog",
+        "guard-a-certificate-watches-changelog",
         "guard-a-certificates-changelog",
-        "guard-a-claims-changelog",
+        "guard-a-certificate-subscriptions-changelog",
     ]
     assert {spec.partitions for spec in catalogue.all()} == {8}
     assert catalogue.certificate_status.config_dict == {"cleanup.policy": "compact"}
@@ -92,8 +94,10 @@ def test_catalogue_names_the_changelogs_faust_uses() -> None:
     app, topology = create_app(settings)
     tables = {
         "listings": topology.listings,
+        "listing-claims": topology.claims,
+        "certificate-watches": topology.watches,
         "certificates": topology.certificates,
-        "claims": topology.claims,
+        "certificate-subscriptions": topology.subscriptions,
     }
     assert {name: spec.name for name, spec in app.catalogue.changelogs} == {
         name: table.changelog_topic.get_topic_name() for name, table in tables.items()

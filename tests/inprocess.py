@@ -1,0 +1,213 @@
+"""The join's processors wired to dict tables and an in-process log: the tier between the pure
+unit tests and the real broker. Records go through the same codecs and handlers as in a
+worker; a partitioner of the test's choosing places the platforms' and the authority's
+records; ccc-guard's own sends name their partitions, as on the broker.
+
+Processing order is one global FIFO by default, or shuffled across partitions with each
+partition's order kept (``run(rng)``), as several workers would interleave them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from streams import validation
+from streams.certificate_processor import (
+    CertificatePartitions,
+    CertificateProcessor,
+    CertificateTables,
+)
+from streams.join_protocol import CertificateCommand, ListingUpdate, encode_command, encode_update
+from streams.listing_processor import ListingOutputs, ListingProcessor, ListingTables
+from streams.metrics import GuardMetrics
+from streams.model import Verdict
+from streams.processing import Record
+from streams.reask import AwaitingTracker
+from streams.settings import Settings
+from topics.codecs import AvroCodec
+from topics.partitioning import partition_for_key
+
+CODEC = AvroCodec()
+LIMITS = validation.Limits.from_settings(Settings.from_env({}))
+Partitioner = Callable[[bytes, int], int]
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's default (``consistent_random``) for keyed records."""
+    return zlib.crc32(key) % partitions
+
+
+def fnv1a_partition(key: bytes, partitions: int) -> int:
+    """Go sarama's default: 32-bit FNV-1a as a signed int; Go's % keeps the sign, then
+    sarama drops it."""
+    hashed = 0x811C9DC5
+    for byte in key:
+        hashed = ((hashed ^ byte) * 0x01000193) & 0xFFFFFFFF
+    signed = hashed - (1 << 32) if hashed >= 1 << 31 else hashed
+    return abs(signed) % partitions
+
+
+PARTITIONERS: dict[str, Partitioner] = {
+    "murmur2": partition_for_key,
+    "crc32": crc32_partition,
+    "fnv1a": fnv1a_partition,
+}
+
+
+def dict_scan(
+    table: dict[bytes, bytes], partition: int, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    # Keys are unique across partitions (those that need it carry the partition), as in
+    # Faust's in-memory store; sorted like RocksDB's, copied so the caller may write.
+    return iter(sorted((k, v) for k, v in table.items() if k.startswith(prefix)))
+
+
+@dataclass
+class Topic:
+    name: str
+    partitions: list[deque[tuple[int, bytes | None, bytes]]]  # (offset, key, value)
+    next_offset: list[int]
+    sent: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)  # (partition, ...)
+
+    def append(self, partition: int, key: bytes | None, value: bytes) -> None:
+        self.partitions[partition].append((self.next_offset[partition], key, value))
+        self.next_offset[partition] += 1
+        self.sent.append((partition, key, value))
+
+
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+class InProcessJoin:
+    """Both sides of the join on ``partitions`` partitions, fed by a producer that uses
+    ``partitioner``; ``verdicts`` collects every verdict sent."""
+
+    TOPICS = ("events", "status", "changes", "commands", "updates")
+
+    def __init__(self, partitions: int = 4, partitioner: Partitioner = partition_for_key) -> None:
+        self.partitions, self.partitioner = partitions, partitioner
+        self.now = 1_795_000_000_000
+        self.topics = {
+            name: Topic(name, [deque() for _ in range(partitions)], [0] * partitions)
+            for name in self.TOPICS
+        }
+        self.listings: dict[bytes, bytes] = {}
+        self.claims: dict[bytes, bytes] = {}
+        self.watches: dict[bytes, bytes] = {}
+        self.certificates: dict[bytes, bytes] = {}
+        self.subscriptions: dict[bytes, bytes] = {}
+        self.verdicts: list[Verdict] = []
+        self.progress: Counter[str] = Counter()
+        metrics = GuardMetrics(CollectorRegistry())
+        self.awaiting = AwaitingTracker(30.0)
+        self.listing_side = ListingProcessor(
+            ListingTables(self.listings, self.claims, self.watches, dict_scan),
+            ListingOutputs(self._verdict, self._command),
+            CODEC,
+            "ListingEvent",
+            LIMITS,
+            metrics,
+            self.awaiting,
+            self.progress,
+            self.clock,
+        )
+        self.certificate_side = CertificateProcessor(
+            CertificateTables(self.certificates, self.subscriptions, dict_scan),
+            self._update,
+            CertificatePartitions(partitions, partitions),
+            CODEC,
+            "CertificateStatusChanged",
+            LIMITS,
+            metrics,
+            self.progress,
+        )
+
+    def clock(self) -> int:
+        return self.now
+
+    # -- what producers outside ccc-guard do ------------------------------------------------
+
+    def publish_listing(self, event: dict[str, Any]) -> None:
+        key = str(event["listing_id"]).encode()
+        value = CODEC.encode("ListingEvent", event)
+        self.topics["events"].append(self.partitioner(key, self.partitions), key, value)
+
+    def publish_certificate(self, change: dict[str, Any]) -> None:
+        key = str(change["cert_no"]).encode()
+        value = CODEC.encode("CertificateStatusChanged", change)
+        self.topics["status"].append(self.partitioner(key, self.partitions), key, value)
+
+    # -- ccc-guard's sends ------------------------------------------------------------------
+
+    async def _verdict(self, key: bytes, verdict: Verdict) -> None:
+        self.verdicts.append(verdict)
+
+    async def _command(self, cert_no: str, command: CertificateCommand) -> None:
+        key = cert_no.encode()
+        partition = self.certificate_side.partition_of(key)
+        self.topics["commands"].append(partition, key, encode_command(command))
+
+    async def _update(self, partition: int, key: bytes, update: ListingUpdate) -> Any:
+        self.topics["updates"].append(partition, key, encode_update(update))
+        return _done()
+
+    async def _rekey(self, record: Record) -> None:
+        decoded = CODEC.decode("CertificateStatusChanged", record.value)
+        key = validation.certificate_change(decoded, record.key, LIMITS).cert_no.encode()
+        self.topics["changes"].append(self.certificate_side.partition_of(key), key, record.value)
+
+    # -- processing -------------------------------------------------------------------------
+
+    def handler(self, topic: str) -> Callable[[Record], Any]:
+        return {
+            "events": self.listing_side.on_listing_event,
+            "updates": self.listing_side.on_update,
+            "status": self._rekey,
+            "changes": self.certificate_side.on_change,
+            "commands": self.certificate_side.on_command,
+        }[topic]
+
+    def pending(self) -> list[tuple[str, int]]:
+        return [
+            (name, p)
+            for name, topic in self.topics.items()
+            for p, queue in enumerate(topic.partitions)
+            if queue
+        ]
+
+    async def step(self, topic: str, partition: int) -> Record:
+        offset, key, value = self.topics[topic].partitions[partition].popleft()
+        record = Record(topic, partition, offset, key, value)
+        await self.handler(topic)(record)
+        return record
+
+    async def run(self, rng: random.Random | None = None, limit: int = 1_000_000) -> int:
+        """Process until every queue is empty; the records processed."""
+        steps = 0
+        while (ready := self.pending()) and steps < limit:
+            topic, partition = rng.choice(ready) if rng else ready[0]
+            await self.step(topic, partition)
+            steps += 1
+        return steps
+
+    def run_sync(self, rng: random.Random | None = None) -> int:
+        return asyncio.run(self.run(rng))
+
+    # -- what the tests read ----------------------------------------------------------------
+
+    def last_verdicts(self) -> dict[str, Verdict]:
+        latest: dict[str, Verdict] = {}
+        for verdict in self.verdicts:
+            latest[verdict.listing_id] = verdict
+        return latest

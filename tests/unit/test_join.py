@@ -1,0 +1,240 @@
+"""The join's processors in process (``tests/inprocess.py``): dict tables, an in-process log,
+the real handlers and codecs. Partition addressing, per-partition watches, fan-out by
+partition, and the same final verdicts whichever partitioner placed the input."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from streams.join_protocol import (
+    Expire,
+    Subscribe,
+    Unsubscribe,
+    decode_command,
+    decode_update,
+    encode_command,
+)
+from streams.model import CertTrigger, VerdictAction, VerdictReason
+from streams.rules import evaluate
+from streams.state_codec import decode_certificate, decode_listing
+from tests.builders import cert_no, listing_event, status_change
+from tests.inprocess import PARTITIONERS, InProcessJoin
+
+ALLOW, BLOCK = VerdictAction.ALLOW, VerdictAction.BLOCK
+TAKEDOWN, RESTORE = VerdictAction.TAKEDOWN, VerdictAction.RESTORE
+
+
+def _at(join: InProcessJoin, partition: int, n: int, prefix: str = "L") -> list[str]:
+    """``n`` listing ids the join's partitioner puts on ``partition``."""
+    found: list[str] = []
+    i = 0
+    while len(found) < n:
+        lid = f"{prefix}-{i}"
+        if join.partitioner(lid.encode(), join.partitions) == partition:
+            found.append(lid)
+        i += 1
+    return found
+
+
+def _commands(join: InProcessJoin) -> list[tuple[str, object]]:
+    return [(k.decode(), decode_command(v)) for _, k, v in join.topics["commands"].sent if k]
+
+
+def test_a_second_listing_on_a_watched_certificate_is_decided_without_a_round_trip() -> None:
+    join = InProcessJoin()
+    cert = cert_no()
+    first, second = _at(join, 1, 2)
+    join.publish_certificate(status_change(cert))
+    join.publish_listing(listing_event(first, [cert]))
+    join.run_sync()
+    assert [(v.listing_id, v.action) for v in join.verdicts] == [(first, ALLOW)]
+    updates_before = len(join.topics["updates"].sent)
+
+    join.publish_listing(listing_event(second, [cert]))
+    assert join.run_sync() == 1  # the listing event alone: no command, no answer
+    assert [(v.listing_id, v.action) for v in join.verdicts][-1] == (second, ALLOW)
+    assert len(join.topics["updates"].sent) == updates_before
+    assert [c for _, c in _commands(join)] == [Subscribe(1, _token(join, cert, 1))]
+
+
+def _token(join: InProcessJoin, cert: str, partition: int) -> str:
+    [command] = [c for k, c in _commands(join) if k == cert and isinstance(c, Subscribe)][:1]
+    assert isinstance(command, Subscribe) and command.partition == partition
+    return command.token
+
+
+def test_answers_and_rechecks_go_to_the_listings_own_partition_by_number() -> None:
+    # crc32 puts listing ids elsewhere than murmur2: a re-hash would miss their state.
+    join = InProcessJoin(partitions=6, partitioner=PARTITIONERS["crc32"])
+    cert = cert_no()
+    listings = [lid for p in range(6) for lid in _at(join, p, 2)]
+    join.publish_certificate(status_change(cert))
+    for lid in listings:
+        join.publish_listing(listing_event(lid, [cert]))
+    join.run_sync()
+    assert {v.listing_id: v.action for v in join.verdicts} == dict.fromkeys(listings, ALLOW)
+    answers = [(p, decode_update(v)) for p, _, v in join.topics["updates"].sent]
+    assert sorted(p for p, _ in answers) == list(range(6))  # one answer per partition
+
+    join.publish_certificate(status_change(cert, "REVOKED", 2))
+    join.run_sync()
+    rechecks = [(p, decode_update(v)) for p, _, v in join.topics["updates"].sent][len(answers) :]
+    assert sorted(p for p, _ in rechecks) == list(range(6))  # one re-check per partition
+    assert all(isinstance(update, CertTrigger) for _, update in rechecks)
+    assert {v.listing_id: v.action for v in join.verdicts[len(listings) :]} == dict.fromkeys(
+        listings, TAKEDOWN
+    )
+
+
+def test_the_last_claimer_leaving_closes_the_watch_and_its_subscription() -> None:
+    join = InProcessJoin()
+    cert, other = cert_no(), cert_no()
+    a, b = _at(join, 2, 2)
+    join.publish_certificate(status_change(cert))
+    join.publish_certificate(status_change(other))
+    join.publish_listing(listing_event(a, [cert]))
+    join.publish_listing(listing_event(b, [cert]))
+    join.run_sync()
+    assert len(join.subscriptions) == 1 and len(join.watches) == 1
+
+    join.publish_listing(listing_event(a, [other], "UPDATED"))
+    join.run_sync()
+    assert not any(isinstance(c, Unsubscribe) for k, c in _commands(join) if k == cert)
+    join.publish_listing(listing_event(b, [], "DELISTED"))
+    join.run_sync()
+    [unsubscribe] = [c for k, c in _commands(join) if k == cert and isinstance(c, Unsubscribe)]
+    assert unsubscribe == Unsubscribe(2, _token(join, cert, 2))
+    assert [k for k in join.subscriptions if k.startswith(cert.encode())] == []
+
+    sent = len(join.topics["updates"].sent)
+    join.publish_certificate(status_change(cert, "REVOKED", 2))
+    join.run_sync()
+    assert len(join.topics["updates"].sent) == sent  # nobody on partition 2 claims it now
+
+
+def test_a_new_claimer_after_the_expiry_sweep_gets_the_expiry_recheck_too() -> None:
+    join = InProcessJoin()
+    cert = cert_no()
+    today = join.now // 86_400_000
+    a, b = _at(join, 0, 2)
+    join.publish_certificate(status_change(cert, expires_on=today + 1))
+    join.publish_listing(listing_event(a, [cert], occurred_at=join.now))
+    join.run_sync()
+    join.now += 3 * 86_400_000
+    # What the expiry sweep sends: an Expire command on the certificate's own partition.
+    key = cert.encode()
+    partition = join.certificate_side.partition_of(key)
+    join.topics["commands"].append(partition, key, encode_command(Expire(join.now)))
+    join.run_sync()
+    assert join.last_verdicts()[a].action is TAKEDOWN
+    # A listing event stamped before the expiry, read after it: it must not stay live.
+    join.publish_listing(listing_event(b, [cert], occurred_at=join.now - 2 * 86_400_000))
+    join.run_sync()
+    assert [v.action for v in join.verdicts if v.listing_id == b] == [ALLOW, TAKEDOWN]
+
+
+def test_a_record_processed_twice_changes_nothing_and_says_the_same_verdicts() -> None:
+    join = InProcessJoin()
+    cert = cert_no()
+    [lid] = _at(join, 3, 1)
+    join.publish_certificate(status_change(cert))
+    join.publish_listing(listing_event(lid, [cert]))
+    join.run_sync()
+    listings_before = dict(join.listings)
+    verdicts_before = list(join.verdicts)
+    # Replay every record of every topic, as after a crash before any commit.
+    for topic in join.topics.values():
+        for partition, key, value in list(topic.sent):
+            topic.partitions[partition].append((0, key, value))
+    join.run_sync()
+    assert join.listings == listings_before
+    replayed = {v.verdict_id: v.action for v in join.verdicts}
+    assert replayed == {v.verdict_id: v.action for v in verdicts_before}
+
+
+def test_an_unknown_certificate_blocks_and_its_first_sighting_restores() -> None:
+    join = InProcessJoin()
+    cert = cert_no()
+    [lid] = _at(join, 1, 1)
+    join.publish_listing(listing_event(lid, [cert]))
+    join.run_sync()
+    [blocked] = join.verdicts
+    assert blocked.action is BLOCK and blocked.reasons == (VerdictReason.CERTIFICATE_NOT_FOUND,)
+    join.publish_certificate(status_change(cert))
+    join.run_sync()
+    assert join.last_verdicts()[lid].action is RESTORE
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_same_final_decisions_whichever_partitioner_and_interleaving(seed: int) -> None:
+    rng = random.Random(seed)
+    certs = [cert_no() for _ in range(8)]
+    statuses = ("VALID", "VALID", "VALID", "REVOKED", "SUSPENDED")
+    script: list[tuple[str, object]] = []
+    versions = dict.fromkeys(certs, 1)
+    for c in certs[:6]:
+        script.append(("cert", status_change(c, rng.choice(statuses), 1)))
+    for n in range(60):
+        lid = f"L-{rng.randrange(25)}"
+        kind = rng.choice(("CREATED", "UPDATED", "UPDATED", "DELISTED"))
+        claimed = [] if kind == "DELISTED" else rng.sample(certs, rng.choice((1, 1, 2)))
+        script.append(("listing", listing_event(lid, claimed, kind)))
+        if n % 7 == 0:
+            c = rng.choice(certs)
+            versions[c] += 1
+            script.append(("cert", status_change(c, rng.choice(statuses), versions[c])))
+
+    finals = {}
+    for name, partitioner in PARTITIONERS.items():
+        join = InProcessJoin(partitions=5, partitioner=partitioner)
+        interleave = random.Random(seed * 31)
+        for kind, record in script:
+            if kind == "cert":
+                join.publish_certificate(record)  # type: ignore[arg-type]
+            else:
+                join.publish_listing(record)  # type: ignore[arg-type]
+            if interleave.random() < 0.3:
+                asyncio_run_some(join, interleave)
+        join.run_sync(interleave)
+        finals[name] = _decisions(join)
+    assert finals["crc32"] == finals["murmur2"] == finals["fnv1a"]
+    # And they are what the rules say of each listing's final claim and certificates.
+    for lid, (live, reasons) in finals["murmur2"].items():
+        assert (live, reasons) == _expected(join, lid)
+
+
+def asyncio_run_some(join: InProcessJoin, rng: random.Random) -> None:
+    async def some() -> None:
+        for _ in range(rng.randrange(1, 6)):
+            ready = join.pending()
+            if not ready:
+                return
+            await join.step(*rng.choice(ready))
+
+    asyncio.run(some())
+
+
+def _any_awaiting(join: InProcessJoin) -> bool:
+    return any(decode_listing(v).awaiting for v in join.listings.values())
+
+
+def _decisions(join: InProcessJoin) -> dict[str, tuple[bool, tuple[VerdictReason, ...]]]:
+    assert not _any_awaiting(join)
+    out = {}
+    for key, value in join.listings.items():
+        state = decode_listing(value)
+        if not state.delisted:
+            out[key.decode()] = (state.live, state.reasons)
+    return out
+
+
+def _expected(join: InProcessJoin, lid: str) -> tuple[bool, tuple[VerdictReason, ...]]:
+    state = decode_listing(join.listings[lid.encode()])
+    views = {k.decode(): decode_certificate(v).view for k, v in join.certificates.items()}
+    evaluation = evaluate(
+        state.claimed, state.category, {c: views.get(c) for c in state.claimed}, state.clock_ms
+    )
+    return evaluation.passes, evaluation.reasons
