@@ -60,8 +60,17 @@ class Answer:
     token: str
 
 
-# A re-check of every listing of the receiving partition that claims the certificate.
-ListingUpdate = Answer | CertTrigger
+@dataclass(frozen=True, slots=True)
+class Reask:
+    """From the listing side's re-ask timer to its own partition: ``listing_id`` has awaited
+    certificate answers too long. A timer may not write tables; the agent that reads this may,
+    so it repairs the claim index and watches and asks again."""
+
+    listing_id: str
+
+
+# A CertTrigger re-checks every listing of the receiving partition that claims the certificate.
+ListingUpdate = Answer | CertTrigger | Reask
 
 
 def view_to_json(view: CertView) -> list[Any]:
@@ -133,6 +142,8 @@ def encode_update(update: ListingUpdate) -> bytes:
             return orjson.dumps(["A", cert_no, view_json, token])
         case CertTrigger():
             return orjson.dumps(["R", *trigger_to_json(update)])
+        case Reask(listing_id):
+            return orjson.dumps(["Q", listing_id])
 
 
 def decode_update(data: bytes) -> ListingUpdate:
@@ -144,6 +155,8 @@ def decode_update(data: bytes) -> ListingUpdate:
                 return Answer(cert_no, view_from_json(view), token)
             case ["R", *trigger]:
                 return trigger_from_json(trigger)
+            case ["Q", str(listing_id)] if listing_id:
+                return Reask(listing_id)
     except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise MalformedBodyError(f"unreadable listing update: {exc}") from None
     raise MalformedBodyError(f"unknown listing update: {data[:80]!r}")

@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from streams import listing_side, validation
-from streams.join_protocol import Answer, CertificateCommand, Subscribe, Unsubscribe, decode_update
+from streams.join_protocol import (
+    Answer,
+    CertificateCommand,
+    Reask,
+    Subscribe,
+    Unsubscribe,
+    decode_update,
+)
 from streams.listing_side import ListingState, Outcome, needed
 from streams.metrics import GuardMetrics
 from streams.model import CertTrigger, Verdict
@@ -107,21 +114,18 @@ class ListingProcessor:
         await self._settle(record.partition, event.listing_id, before, outcome)
 
     async def on_update(self, record: Record) -> None:
-        update = decode_update(record.value)
-        if isinstance(update, Answer):
-            await self._on_answer(record.partition, update)
-        else:
-            await self._on_trigger(record.partition, update)
+        match decode_update(record.value):
+            case Answer() as answer:
+                await self._on_answer(record.partition, answer)
+            case CertTrigger() as trigger:
+                await self._on_trigger(record.partition, trigger)
+            case Reask(listing_id):
+                await self._on_reask(record.partition, listing_id)
 
     async def _on_answer(self, partition: int, answer: Answer) -> None:
         key = watch_key(answer.cert_no, partition)
         watch = self._watch(key)
-        if watch is None:
-            watch = self._adopted_watch(partition, answer)
-            if watch is None:
-                self.progress["stale_answers"] += 1
-                return
-        if not on_answer(watch, answer.token, answer.view):
+        if watch is None or not on_answer(watch, answer.token, answer.view):
             self.progress["stale_answers"] += 1
             return
         self.tables.watches[key] = encode_watch(watch)
@@ -133,13 +137,15 @@ class ListingProcessor:
             )
             await self._settle(partition, listing_id, before, outcome)
 
-    def _adopted_watch(self, partition: int, answer: Answer) -> CertWatch | None:
-        """No watch, but the answer is to a subscription a claimer's re-ask sent with its own
-        token: a listing recovered awaiting without its watch (the safety net's case)."""
-        for _, state in self._claimers(partition, answer.cert_no):
-            if state.awaiting.get(answer.cert_no) == answer.token:
-                return CertWatch(answer.token)
-        return None
+    async def _on_reask(self, partition: int, listing_id: str) -> None:
+        """Ask again for every answer the listing awaits, after repairing what a lost write
+        may have left out: every claim index entry it needs is written again, a watch it
+        lacks is opened, and one not answered yet subscribes again with its token."""
+        state = self._state(listing_id.encode())
+        if state is None or not state.awaiting:
+            return
+        outcome = listing_side.reask(state)
+        await self._settle(partition, listing_id, set(), outcome)
 
     async def _on_trigger(self, partition: int, trigger: CertTrigger) -> None:
         key = watch_key(trigger.cert_no, partition)
@@ -259,15 +265,10 @@ class ListingProcessor:
 
     # -- the re-ask timer --------------------------------------------------------------------
 
-    def reask_commands(self, key: bytes) -> list[tuple[str, Subscribe]] | None:
-        """What a listing that has awaited answers too long asks again: a subscription per
-        awaited certificate, with its watch's token (or the listing's own, if it has no watch:
-        the answer then adopts a watch). None if it awaits nothing any more."""
+    def reask_request(self, key: bytes) -> tuple[int, Reask, int] | None:
+        """What the re-ask timer sends for a listing that has awaited answers too long: to
+        which partition, and how many answers it asks again; None if it awaits nothing."""
         state = self._state(key)
         if state is None or not state.awaiting or state.partition < 0:
             return None
-        asks = []
-        for cert_no, token in sorted(state.awaiting.items()):
-            watch = self._watch(watch_key(cert_no, state.partition))
-            asks.append((cert_no, Subscribe(state.partition, watch.token if watch else token)))
-        return asks
+        return state.partition, Reask(key.decode()), len(state.awaiting)

@@ -289,9 +289,8 @@ class Topology:
     async def reask_stalled(self) -> None:
         """Ask again for certificate answers listing checks have awaited too long.
 
-        A timer may not write tables, and needs not: asking again is only sending the
-        subscriptions the listing's watches (or, without one, the listing) record, with their
-        tokens; one per certificate and partition a round."""
+        A timer may not write tables, so it asks the listing's own partition to ask again
+        (``Reask``): the listing agent repairs and re-sends the subscriptions in-stream."""
         if not is_ready(self.app):
             return
         if self._rescan_awaiting:
@@ -303,26 +302,23 @@ class Topology:
                 len(self.awaiting),
                 time.monotonic() - started,
             )
-        asked: set[tuple[str, int]] = set()
-        listings = 0
+        asked, listings = 0, 0
         for key in self.awaiting.due(_REASKS_PER_ROUND):
-            asks = self.listing_side.reask_commands(key)
-            if asks is None:
+            request = self.listing_side.reask_request(key)
+            if request is None:
                 self.awaiting.track(key, awaiting=False)
                 continue
-            for cert_no, subscribe in asks:
-                if (cert_no, subscribe.partition) not in asked:
-                    asked.add((cert_no, subscribe.partition))
-                    await self._send_command(cert_no, subscribe)
+            partition, reask, answers = request
+            await self._send_update(partition, key, reask)
             self.awaiting.asked(key)
-            listings += 1
+            asked, listings = asked + answers, listings + 1
         if asked:
-            self.metrics.reasks.inc(len(asked))
-            self.progress.counts["reasks"] += len(asked)
+            self.metrics.reasks.inc(asked)
+            self.progress.counts["reasks"] += asked
             log.warning(
                 "asked again for %d certificate answer(s) of %d listing(s) that waited over "
                 "%.0fs (%d still awaiting)",
-                len(asked),
+                asked,
                 listings,
                 self.settings.reask_after_s,
                 len(self.awaiting),

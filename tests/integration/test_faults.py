@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from localkafka import LocalKafka
-from streams.join_protocol import Subscribe, Unsubscribe, decode_command, decode_update
+from streams.join_protocol import Answer, Subscribe, Unsubscribe, decode_command, decode_update
 from streams.listing_processor import claim_key
 from streams.listing_side import ListingState, PendingCheck, event_digest
-from streams.model import CertificateStatus, CertView
+from streams.model import CertificateStatus, CertTrigger, CertView
 from streams.rules import evaluate
 from streams.state_codec import decode_certificate, decode_listing, decode_watch, encode_listing
 from tests.builders import listing_event, status_change
@@ -217,7 +217,9 @@ def listing_states(guard: Guard, listings: set[str]) -> dict[str, Any]:
                     update.view and (str(update.view.status), update.view.version),
                 )
                 for update in (decode_update(v) for _, _, _, v in updates)
-                if state and update.cert_no in state.claimed
+                if isinstance(update, Answer | CertTrigger)
+                and state
+                and update.cert_no in state.claimed
             ],
         }
     return states

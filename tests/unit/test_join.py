@@ -16,10 +16,13 @@ from streams.join_protocol import (
     decode_command,
     decode_update,
     encode_command,
+    encode_update,
 )
+from streams.listing_processor import claim_key
+from streams.listing_side import PendingCheck
 from streams.model import CertTrigger, VerdictAction, VerdictReason
 from streams.rules import evaluate
-from streams.state_codec import decode_certificate, decode_listing
+from streams.state_codec import decode_certificate, decode_listing, encode_listing
 from tests.builders import cert_no, listing_event, status_change
 from tests.inprocess import PARTITIONERS, InProcessJoin
 
@@ -238,3 +241,33 @@ def _expected(join: InProcessJoin, lid: str) -> tuple[bool, tuple[VerdictReason,
         state.claimed, state.category, {c: views.get(c) for c in state.claimed}, state.clock_ms
     )
     return evaluation.passes, evaluation.reasons
+
+
+def test_the_reask_repairs_a_listing_recovered_awaiting_without_its_watch_or_claims() -> None:
+    join = InProcessJoin()
+    cert = cert_no()
+    [lid] = _at(join, 2, 1)
+    join.publish_certificate(status_change(cert))
+    join.publish_listing(listing_event(lid, [cert]))
+    join.run_sync()
+    [allowed] = join.verdicts
+    # As if the claim index and watch writes were lost and the listing's state went back to
+    # awaiting its answer: nothing would ever answer it but the safety net.
+    key = lid.encode()
+    state = decode_listing(join.listings[key])
+    state.awaiting = {cert: "t-lost"}
+    state.pending = [PendingCheck(allowed.trigger_id, allowed.event_time, (cert,), "0907")]
+    join.listings[key] = encode_listing(state)
+    join.claims.clear()
+    join.watches.clear()
+
+    request = join.listing_side.reask_request(key)
+    assert request is not None
+    partition, reask, answers = request
+    assert (partition, answers) == (2, 1)
+    join.topics["updates"].append(partition, key, encode_update(reask))
+    join.run_sync()
+    assert join.verdicts[-1].verdict_id == allowed.verdict_id  # decided, same verdict id
+    assert claim_key(cert, lid) in join.claims
+    assert not decode_listing(join.listings[key]).awaiting
+    assert join.listing_side.reask_request(key) is None
