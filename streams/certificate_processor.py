@@ -29,6 +29,7 @@ from streams.join_protocol import (
     decode_command,
 )
 from streams.metrics import GuardMetrics
+from streams.model import CertificateChange
 from streams.processing import PrefixScan, Record, Table
 from streams.state_codec import decode_certificate, encode_certificate
 from topics.codecs import AvroCodec
@@ -40,6 +41,8 @@ _SEPARATOR = b"\x00"
 
 # (listing partition, key, update) -> once handed to the producer, the delivery's awaitable.
 SendUpdate = Callable[[int, bytes, ListingUpdate], Awaitable[Awaitable[Any]]]
+# (certificate partition, key, the authority's record as received) -> re-keyed.
+ForwardChange = Callable[[int, bytes, bytes], Awaitable[None]]
 
 
 def subscription_prefix(cert_no: str) -> bytes:
@@ -68,6 +71,7 @@ class CertificateProcessor:
         self,
         tables: CertificateTables,
         send_update: SendUpdate,
+        forward_change: ForwardChange,
         partitions: CertificatePartitions,
         codec: AvroCodec,
         change_record: str,
@@ -76,6 +80,7 @@ class CertificateProcessor:
         progress: Counter[str],
     ) -> None:
         self.tables, self.send_update, self.partitions = tables, send_update, partitions
+        self.forward_change = forward_change
         self.codec, self.change_record, self.limits = codec, change_record, limits
         self.metrics, self.progress = metrics, progress
 
@@ -85,9 +90,28 @@ class CertificateProcessor:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    async def on_change(self, record: Record) -> None:
+    async def on_authority_change(self, record: Record) -> None:
+        """A record of the authority's feed. Applied here if its producer put it on the
+        certificate's own partition (a murmur2 client: no extra hop, so it cannot be overtaken
+        by a subscription sent after it); else re-keyed, as it came, onto that partition of
+        ``certificate changes``."""
         decoded = self.codec.decode(self.change_record, record.value)
         change = validation.certificate_change(decoded, record.key, self.limits)
+        key = change.cert_no.encode()
+        partition = self.partition_of(key)
+        if partition == record.partition:
+            await self._on_change(record, change)
+        else:
+            await self.forward_change(partition, key, record.value)
+
+    async def on_change(self, record: Record) -> None:
+        """A record of ``certificate changes``: the authority's, re-keyed."""
+        decoded = self.codec.decode(self.change_record, record.value)
+        await self._on_change(
+            record, validation.certificate_change(decoded, record.key, self.limits)
+        )
+
+    async def _on_change(self, record: Record, change: CertificateChange) -> None:
         key = change.cert_no.encode()
         self._check_owned(record, key)
         self.progress["status_changes"] += 1

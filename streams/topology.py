@@ -6,9 +6,10 @@ Data path, top to bottom:
                   ├─> listing agent ── listing_side rules ──┤
   listing updates ┘     (table: listings)                   └─> certificate commands
                                                                  (subscribe / unsubscribe)
-  certificate status ─> re-key agent ─> certificate changes ─┐
-                                                             ├─> certificate agent ─┐
-  certificate commands ──────────────────────────────────────┘  (tables:            │
+  certificate status ──(elsewhere: re-keyed)─> certificate changes ─┐
+  certificate status (on its own partition) ────────────────────────┤
+                                                                    ├─> certificate agent ─┐
+  certificate commands ─────────────────────────────────────────────┘  (tables:            │
                                                                  certificates,      │
                                         expiry sweep (timer) ─>  claims)            │
                                         certificate commands                        │
@@ -19,7 +20,9 @@ Partitions. A listing's events arrive on whatever partition the platform's produ
 partition number travels in every subscription and is kept in the claim index; answers and
 re-checks are sent to it by number, never by hashing the listing id again. The certificate
 side's topics are ccc-guard's own and partitioned by ``partition_for_key``; the authority's
-feed, which another producer partitioned, is first re-keyed into ``certificate changes``.
+feed, which another producer partitioned, is read by the certificate agent too: a record on
+the certificate's own partition is applied at once, any other is re-keyed into ``certificate
+changes`` first.
 So each agent reads topics partitioned alike and finds its state in the partition being
 processed. Agents stay thin: decode, call a pure function, write state, send what it says.
 Bad input goes to the dead-letter topic.
@@ -163,6 +166,7 @@ class Topology:
         self.certificate_side = CertificateProcessor(
             CertificateTables(self.certificates, self.subscriptions, iter_items_with_prefix),
             self._send_update,
+            self._forward_change,
             CertificatePartitions(
                 catalogue.certificate_commands.partitions, catalogue.listing_updates.partitions
             ),
@@ -175,7 +179,9 @@ class Topology:
 
         listing_side_in = self._topic(catalogue.listing_events, catalogue.listing_updates)
         certificate_side_in = self._topic(
-            catalogue.certificate_changes, catalogue.certificate_commands
+            catalogue.certificate_status,
+            catalogue.certificate_changes,
+            catalogue.certificate_commands,
         )
         self._agent(
             "listing-side",
@@ -186,14 +192,10 @@ class Topology:
             },
         )
         self._agent(
-            "certificate-rekey",
-            self._topic(catalogue.certificate_status),
-            {catalogue.certificate_status.name: self._rekey},
-        )
-        self._agent(
             "certificate-side",
             certificate_side_in,
             {
+                catalogue.certificate_status.name: self.certificate_side.on_authority_change,
                 catalogue.certificate_changes.name: self.certificate_side.on_change,
                 catalogue.certificate_commands.name: self.certificate_side.on_command,
             },
@@ -258,14 +260,8 @@ class Topology:
             key=key, value=encode_update(update), partition=partition
         )
 
-    async def _rekey(self, record: Record) -> None:
-        """Re-key the authority's record, as it came, onto the certificate's own partition of
-        ``certificate changes``: the authority's producer may partition by another hash."""
-        decoded = self.codec.decode(self.catalogue.certificate_status.avro_record, record.value)
-        key = validation.certificate_change(decoded, record.key, self.limits).cert_no.encode()
-        await self.certificate_changes.send(
-            key=key, value=record.value, partition=self.certificate_side.partition_of(key)
-        )
+    async def _forward_change(self, partition: int, key: bytes, value: bytes) -> None:
+        await self.certificate_changes.send(key=key, value=value, partition=partition)
 
     # -- timers ------------------------------------------------------------------------------
 

@@ -125,6 +125,7 @@ class InProcessJoin:
         self.certificate_side = CertificateProcessor(
             CertificateTables(self.certificates, self.subscriptions, dict_scan),
             self._update,
+            self._forward,
             CertificatePartitions(partitions, partitions),
             CODEC,
             "CertificateStatusChanged",
@@ -162,10 +163,8 @@ class InProcessJoin:
         self.topics["updates"].append(partition, key, encode_update(update))
         return _done()
 
-    async def _rekey(self, record: Record) -> None:
-        decoded = CODEC.decode("CertificateStatusChanged", record.value)
-        key = validation.certificate_change(decoded, record.key, LIMITS).cert_no.encode()
-        self.topics["changes"].append(self.certificate_side.partition_of(key), key, record.value)
+    async def _forward(self, partition: int, key: bytes, value: bytes) -> None:
+        self.topics["changes"].append(partition, key, value)
 
     # -- processing -------------------------------------------------------------------------
 
@@ -173,7 +172,7 @@ class InProcessJoin:
         return {
             "events": self.listing_side.on_listing_event,
             "updates": self.listing_side.on_update,
-            "status": self._rekey,
+            "status": self.certificate_side.on_authority_change,
             "changes": self.certificate_side.on_change,
             "commands": self.certificate_side.on_command,
         }[topic]

@@ -271,3 +271,18 @@ def test_the_reask_repairs_a_listing_recovered_awaiting_without_its_watch_or_cla
     assert claim_key(cert, lid) in join.claims
     assert not decode_listing(join.listings[key]).awaiting
     assert join.listing_side.reask_request(key) is None
+
+
+def test_the_authority_feed_takes_a_hop_only_when_its_producer_partitioned_elsewhere() -> None:
+    for name, hops in (("murmur2", 0), ("crc32", 1)):
+        join = InProcessJoin(partitions=8, partitioner=PARTITIONERS[name])
+        # A certificate number crc32 and murmur2 place on different partitions.
+        cert = next(
+            c
+            for c in (cert_no() for _ in range(100))
+            if PARTITIONERS["crc32"](c.encode(), 8) != PARTITIONERS["murmur2"](c.encode(), 8)
+        )
+        join.publish_certificate(status_change(cert))
+        join.run_sync()
+        assert len(join.topics["changes"].sent) == hops, name
+        assert cert.encode() in join.certificates
