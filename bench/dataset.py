@@ -32,12 +32,12 @@ class Profile:
     certificates: int
     listings: int
     hot_claims: int  # listings claiming the hottest certificate
-    latency_rate: int  # events/s offered in the latency stage
-    latency_seconds: int
+    latency_seconds: int  # per offered load of the latency stage
+    floor_records: int  # records each Faust floor agent reads
 
 
-FULL = Profile("full", 100_000, 1_000_000, 100_000, 2_000, 30)
-QUICK = Profile("quick", 10_000, 100_000, 10_000, 1_000, 10)
+FULL = Profile("full", 100_000, 1_000_000, 100_000, 30, 200_000)
+QUICK = Profile("quick", 10_000, 200_000, 100_000, 10, 50_000)
 
 
 def cert_number(index: int) -> str:
