@@ -166,6 +166,18 @@ class BenchWorker(WorkerProcess):
                 total += float(value)
         return total
 
+    def wait_idle(self, timeout: float = 180.0) -> None:
+        """Until every input is consumed and committed (lag 0 twice in a row): a latency stage
+        must not measure the queue an earlier stage left behind (internal messages still in
+        flight after the last verdict, say)."""
+        deadline, zero = time.monotonic() + timeout, 0
+        while zero < 2:
+            if time.monotonic() > deadline:
+                log(f"worker still lagging after {timeout:.0f}s; measuring anyway")
+                return
+            zero = zero + 1 if self.sample("ccc_guard_consumer_lag") == 0 else 0
+            time.sleep(1.0)
+
     def wait_for(self, name: str, at_least: float, timeout: float, **labels: str) -> float:
         started = time.monotonic()
         while self.sample(name, **labels) < at_least:
@@ -364,6 +376,7 @@ def run(profile: Profile, overrides: dict[str, str]) -> dict[str, Any]:
                 log(f"latency at {rate}/s: over the measured capacity, not measured")
                 latency.append(LatencyPoint(rate, None, None, None, over_capacity=True))
                 continue
+            worker.wait_idle()
             log(f"latency at {rate}/s for {profile.latency_seconds}s")
             seconds = asyncio.run(
                 latency_stage(

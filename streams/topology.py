@@ -138,11 +138,7 @@ class Topology:
         self.limits = validation.Limits.from_settings(settings)
         self.progress = Progress()
 
-        self.verdicts = self._topic(catalogue.verdicts)
         self.deadletter = self._topic(catalogue.deadletter)
-        self.certificate_commands = self._topic(catalogue.certificate_commands)
-        self.certificate_changes = self._topic(catalogue.certificate_changes)
-        self.listing_updates = self._topic(catalogue.listing_updates)
 
         tables = {name: self._table(name) for name, _ in catalogue.changelogs}
         self.listings = tables["listings"]
@@ -241,27 +237,40 @@ class Topology:
         self.app.agent(channel, name=name, concurrency=1)(agent)
 
     # -- outputs -----------------------------------------------------------------------------
+    #
+    # Straight to Faust's producer (aiokafka's send, which only appends to its batch), not
+    # through ``Topic.send``: each output then costs no Faust FutureMessage and channel
+    # round, which the profile showed as a tenth of the worker's time. Nothing is lost to
+    # it: before every offset commit Faust flushes the producer, which waits for every
+    # record appended, so no input is committed past an output still unsent.
+
+    async def _produce(
+        self, topic: TopicSpec, key: bytes, value: bytes, partition: int | None = None
+    ) -> Any:
+        """The delivery's awaitable, once the record is handed to the producer."""
+        return await self.app.producer.send(topic.name, key, value, partition, None, None)
 
     async def _send_verdict(self, key: bytes, verdict: Verdict) -> None:
-        value = self.codec.encode(self.catalogue.verdicts.avro_record, verdict.as_record())
-        await self.verdicts.send(key=key, value=value)
+        verdicts = self.catalogue.verdicts
+        await self._produce(
+            verdicts, key, self.codec.encode(verdicts.avro_record, verdict.as_record())
+        )
 
     async def _send_command(self, cert_no: str, command: CertificateCommand) -> None:
         key = cert_no.encode()
-        await self.certificate_commands.send(
-            key=key,
-            value=encode_command(command),
-            partition=self.certificate_side.partition_of(key),
+        partition = self.certificate_side.partition_of(key)
+        await self._produce(
+            self.catalogue.certificate_commands, key, encode_command(command), partition
         )
 
     async def _send_update(self, partition: int, key: bytes, update: ListingUpdate) -> Any:
         """To the listing side, on the listing partition named; the delivery's awaitable."""
-        return await self.listing_updates.send(
-            key=key, value=encode_update(update), partition=partition
+        return await self._produce(
+            self.catalogue.listing_updates, key, encode_update(update), partition
         )
 
     async def _forward_change(self, partition: int, key: bytes, value: bytes) -> None:
-        await self.certificate_changes.send(key=key, value=value, partition=partition)
+        await self._produce(self.catalogue.certificate_changes, key, value, partition)
 
     # -- timers ------------------------------------------------------------------------------
 
