@@ -31,13 +31,16 @@ from streams.join_protocol import (
 from streams.metrics import GuardMetrics
 from streams.model import CertificateChange
 from streams.processing import PrefixScan, Record, Table
-from streams.state_codec import decode_certificate, encode_certificate
+from streams.state_codec import (
+    cert_partition_key,
+    cert_prefix,
+    decode_certificate,
+    encode_certificate,
+)
 from topics.codecs import AvroCodec
 from topics.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
-
-_SEPARATOR = b"\x00"
 
 # (listing partition, key, update) -> once handed to the producer, the delivery's awaitable.
 SendUpdate = Callable[[int, bytes, ListingUpdate], Awaitable[Awaitable[Any]]]
@@ -45,12 +48,8 @@ SendUpdate = Callable[[int, bytes, ListingUpdate], Awaitable[Awaitable[Any]]]
 ForwardChange = Callable[[int, bytes, bytes], Awaitable[None]]
 
 
-def subscription_prefix(cert_no: str) -> bytes:
-    return cert_no.encode() + _SEPARATOR
-
-
-def subscription_key(cert_no: str, partition: int) -> bytes:
-    return subscription_prefix(cert_no) + b"%d" % partition
+subscription_prefix = cert_prefix  # all subscriptions of a certificate
+subscription_key = cert_partition_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,33 +33,29 @@ from streams.metrics import GuardMetrics
 from streams.model import CertTrigger, Verdict
 from streams.processing import PrefixScan, Record, Table
 from streams.reask import AwaitingTracker
-from streams.state_codec import decode_listing, decode_watch, encode_listing, encode_watch
+from streams.state_codec import (
+    cert_partition_key,
+    cert_prefix,
+    decode_listing,
+    decode_watch,
+    encode_listing,
+    encode_watch,
+)
 from streams.watches import CertWatch, late_expiry, on_answer, on_trigger
 from topics.codecs import AvroCodec
 
-# A NUL cannot occur in a certificate number or listing id (validation refuses control
-# characters), so it separates them unambiguously, and all claims of one certificate are
-# adjacent in RocksDB's key order.
-_SEPARATOR = b"\x00"
 # Faust's in-memory store drops keys whose recovered value is falsy, so never store b"".
 _CLAIMED = b"1"
 
 SendVerdict = Callable[[bytes, Verdict], Awaitable[None]]
 SendCommand = Callable[[str, CertificateCommand], Awaitable[None]]
 Clock = Callable[[], int]
-
-
-def claim_prefix(cert_no: str) -> bytes:
-    return cert_no.encode() + _SEPARATOR
+claim_prefix = cert_prefix  # all claims of a certificate
+watch_key = cert_partition_key
 
 
 def claim_key(cert_no: str, listing_id: str) -> bytes:
-    return claim_prefix(cert_no) + listing_id.encode()
-
-
-def watch_key(cert_no: str, partition: int) -> bytes:
-    # The partition is part of the key: Faust's in-memory store keeps all partitions in one map.
-    return claim_prefix(cert_no) + b"%d" % partition
+    return cert_prefix(cert_no) + listing_id.encode()
 
 
 @dataclass(frozen=True, slots=True)

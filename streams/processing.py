@@ -5,7 +5,7 @@ plain dicts and lists provide them in the in-process tests, so the handlers run 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,3 @@ Table = MutableMapping[bytes, bytes]
 # (table, partition, prefix) -> the (key, value) pairs of that partition whose key starts with
 # the prefix, in key order; safe to iterate while the caller writes and awaits.
 PrefixScan = Callable[[Any, int, bytes], Iterator[tuple[bytes, bytes]]]
-
-# (key, value, partition) -> once handed to the producer, the delivery's awaitable.
-Send = Callable[[bytes, bytes, int], Awaitable[Awaitable[Any]]]

@@ -177,3 +177,19 @@ def decode_watch(data: bytes) -> CertWatch:
         view=None if doc["v"] is None else view_from_json(doc["v"]),
         expiry=None if doc["x"] is None else trigger_from_json(doc["x"]),
     )
+
+
+# Table keys. A NUL cannot occur in a certificate number or listing id (validation refuses
+# control characters), so it separates the parts unambiguously, and all keys of one certificate
+# are adjacent in RocksDB's key order (one prefix seek finds them).
+_KEY_SEPARATOR = b"\x00"
+
+
+def cert_prefix(cert_no: str) -> bytes:
+    return cert_no.encode() + _KEY_SEPARATOR
+
+
+def cert_partition_key(cert_no: str, partition: int) -> bytes:
+    """A certificate on one listing partition: a watch, or a subscription. The partition is in
+    the key because Faust's in-memory store keeps all partitions in one map."""
+    return cert_prefix(cert_no) + b"%d" % partition
