@@ -35,7 +35,6 @@ from streams.processing import PrefixScan, Record, Table
 from streams.reask import AwaitingTracker
 from streams.state_codec import (
     cert_partition_key,
-    cert_prefix,
     decode_listing,
     decode_watch,
     encode_listing,
@@ -50,12 +49,18 @@ _CLAIMED = b"1"
 SendVerdict = Callable[[bytes, Verdict], Awaitable[None]]
 SendCommand = Callable[[str, CertificateCommand], Awaitable[None]]
 Clock = Callable[[], int]
-claim_prefix = cert_prefix  # all claims of a certificate
 watch_key = cert_partition_key
 
 
-def claim_key(cert_no: str, listing_id: str) -> bytes:
-    return cert_prefix(cert_no) + listing_id.encode()
+def claim_prefix(cert_no: str, partition: int) -> bytes:
+    """All claims of a certificate on one listing partition. The partition is in the key, as in
+    a watch's: Faust's in-memory store keeps every partition of a worker in one map, and a
+    scan that met another partition's claimers would settle them on the wrong partition."""
+    return cert_partition_key(cert_no, partition) + b"\x00"
+
+
+def claim_key(cert_no: str, partition: int, listing_id: str) -> bytes:
+    return claim_prefix(cert_no, partition) + listing_id.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +187,9 @@ class ListingProcessor:
                         break
         after = needed(state)
         for cert_no in sorted(after - before):
-            self.tables.claims[claim_key(cert_no, listing_id)] = _CLAIMED
+            self.tables.claims[claim_key(cert_no, partition, listing_id)] = _CLAIMED
         for cert_no in sorted(before - after):
-            self.tables.claims.pop(claim_key(cert_no, listing_id), None)
+            self.tables.claims.pop(claim_key(cert_no, partition, listing_id), None)
             await self._close_if_unclaimed(partition, cert_no)
         key = listing_id.encode()
         if changed:
@@ -232,7 +237,7 @@ class ListingProcessor:
         )
 
     async def _close_if_unclaimed(self, partition: int, cert_no: str) -> None:
-        claims = self.tables.scan(self.tables.claims, partition, claim_prefix(cert_no))
+        claims = self.tables.scan(self.tables.claims, partition, claim_prefix(cert_no, partition))
         if next(claims, None) is not None:
             return
         key = watch_key(cert_no, partition)
@@ -244,7 +249,7 @@ class ListingProcessor:
     def _claimers(self, partition: int, cert_no: str) -> Iterator[tuple[str, ListingState]]:
         """The listings of ``partition`` that need ``cert_no``, with their state, read as they
         come (the scan is safe to write behind)."""
-        prefix = claim_prefix(cert_no)
+        prefix = claim_prefix(cert_no, partition)
         for key, _ in self.tables.scan(self.tables.claims, partition, prefix):
             listing_id = key[len(prefix) :].decode()
             state = self._state(listing_id.encode())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,15 +72,31 @@ def dict_scan(
 
 @dataclass
 class Topic:
+    """A topic's log per partition, with the consumer's read and committed positions."""
+
     name: str
-    partitions: list[deque[tuple[int, bytes | None, bytes]]]  # (offset, key, value)
-    next_offset: list[int]
+    logs: list[list[tuple[bytes | None, bytes]]]  # per partition, by offset: (key, value)
+    read: list[int]  # the next offset to process, per partition
+    committed: list[int]
     sent: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)  # (partition, ...)
 
+    @classmethod
+    def empty(cls, name: str, partitions: int) -> Topic:
+        return cls(name, [[] for _ in range(partitions)], [0] * partitions, [0] * partitions)
+
     def append(self, partition: int, key: bytes | None, value: bytes) -> None:
-        self.partitions[partition].append((self.next_offset[partition], key, value))
-        self.next_offset[partition] += 1
+        self.logs[partition].append((key, value))
         self.sent.append((partition, key, value))
+
+    def unread(self, partition: int) -> bool:
+        return self.read[partition] < len(self.logs[partition])
+
+    def commit(self) -> None:
+        self.committed = list(self.read)
+
+    def rewind(self) -> None:
+        """A crash: what was processed since the last commit is read again."""
+        self.read = list(self.committed)
 
 
 def _done() -> asyncio.Future[None]:
@@ -98,10 +114,7 @@ class InProcessJoin:
     def __init__(self, partitions: int = 4, partitioner: Partitioner = partition_for_key) -> None:
         self.partitions, self.partitioner = partitions, partitioner
         self.now = 1_795_000_000_000
-        self.topics = {
-            name: Topic(name, [deque() for _ in range(partitions)], [0] * partitions)
-            for name in self.TOPICS
-        }
+        self.topics = {name: Topic.empty(name, partitions) for name in self.TOPICS}
         self.listings: dict[bytes, bytes] = {}
         self.claims: dict[bytes, bytes] = {}
         self.watches: dict[bytes, bytes] = {}
@@ -181,15 +194,29 @@ class InProcessJoin:
         return [
             (name, p)
             for name, topic in self.topics.items()
-            for p, queue in enumerate(topic.partitions)
-            if queue
+            for p in range(self.partitions)
+            if topic.unread(p)
         ]
 
     async def step(self, topic: str, partition: int) -> Record:
-        offset, key, value = self.topics[topic].partitions[partition].popleft()
+        log = self.topics[topic]
+        offset = log.read[partition]
+        key, value = log.logs[partition][offset]
         record = Record(topic, partition, offset, key, value)
         await self.handler(topic)(record)
+        log.read[partition] = offset + 1
         return record
+
+    def commit(self) -> None:
+        for topic in self.topics.values():
+            topic.commit()
+
+    def crash(self) -> None:
+        """Every table write reached its changelog and every output the broker, but no offset
+        was committed since the last commit: those records are processed again (replays)."""
+        for topic in self.topics.values():
+            topic.rewind()
+        self.awaiting = self.listing_side.awaiting = AwaitingTracker(30.0)
 
     async def run(self, rng: random.Random | None = None, limit: int = 1_000_000) -> int:
         """Process until every queue is empty; the records processed."""

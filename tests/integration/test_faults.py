@@ -402,7 +402,7 @@ def test_a_check_left_awaiting_a_lost_answer_asks_again(kafka: str, tmp_path: Pa
     with running_guard(deployment) as guard:
         [verdict] = guard.wait_verdicts("L-lost", timeout=60)
         assert (verdict["trigger_id"], verdict["action"]) == ("E-lost", "ALLOW")
-        assert claim_key(cert, "L-lost") in read_table(deployment, "listing-claims")
+        assert claim_key(cert, lost.partition, "L-lost") in read_table(deployment, "listing-claims")
         assert "asked again for 1 certificate answer(s) of 1 listing(s)" in (
             guard.workers[0].log_tail(200)
         )
