@@ -10,12 +10,10 @@ Per certificate partition, two tables:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from streams import certificate_side, validation
 from streams.certificate_side import CertDecision, CertState
@@ -30,7 +28,7 @@ from streams.join_protocol import (
 )
 from streams.metrics import GuardMetrics
 from streams.model import CertificateChange
-from streams.processing import PrefixScan, Record, Table
+from streams.processing import PartitionTable, Record
 from streams.state_codec import (
     cert_partition_key,
     cert_prefix,
@@ -42,10 +40,12 @@ from topics.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
 
-# (listing partition, key, update) -> once handed to the producer, the delivery's awaitable.
-SendUpdate = Callable[[int, bytes, ListingUpdate], Awaitable[Awaitable[Any]]]
+# (listing partition, key, update)
+SendUpdate = Callable[[int, bytes, ListingUpdate], None]
 # (certificate partition, key, the authority's record as received) -> re-keyed.
-ForwardChange = Callable[[int, bytes, bytes], Awaitable[None]]
+ForwardChange = Callable[[int, bytes, bytes], None]
+# Until everything sent so far is acknowledged by the broker.
+Delivered = Callable[[], Awaitable[None]]
 
 
 subscription_prefix = cert_prefix  # all subscriptions of a certificate
@@ -54,9 +54,15 @@ subscription_key = cert_partition_key
 
 @dataclass(frozen=True, slots=True)
 class CertificateTables:
-    certificates: Table
-    subscriptions: Table
-    scan: PrefixScan
+    certificates: PartitionTable
+    subscriptions: PartitionTable
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateOutputs:
+    update: SendUpdate  # to the listing partition named
+    forward_change: ForwardChange  # to the certificate's own partition
+    delivered: Delivered
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +75,7 @@ class CertificateProcessor:
     def __init__(
         self,
         tables: CertificateTables,
-        send_update: SendUpdate,
-        forward_change: ForwardChange,
+        outputs: CertificateOutputs,
         partitions: CertificatePartitions,
         codec: AvroCodec,
         change_record: str,
@@ -78,8 +83,7 @@ class CertificateProcessor:
         metrics: GuardMetrics,
         progress: Counter[str],
     ) -> None:
-        self.tables, self.send_update, self.partitions = tables, send_update, partitions
-        self.forward_change = forward_change
+        self.tables, self.outputs, self.partitions = tables, outputs, partitions
         self.codec, self.change_record, self.limits = codec, change_record, limits
         self.metrics, self.progress = metrics, progress
 
@@ -101,7 +105,7 @@ class CertificateProcessor:
         if partition == record.partition:
             await self._on_change(record, change)
         else:
-            await self.forward_change(partition, key, record.value)
+            self.outputs.forward_change(partition, key, record.value)
 
     async def on_change(self, record: Record) -> None:
         """A record of ``certificate changes``: the authority's, re-keyed."""
@@ -114,7 +118,7 @@ class CertificateProcessor:
         key = change.cert_no.encode()
         self._check_owned(record, key)
         self.progress["status_changes"] += 1
-        state = self._state(key)
+        state = self._state(record.partition, key)
         decision = certificate_side.on_status_change(state, change)
         outcome = "stale" if decision.state is None and decision.fanout is None else "applied"
         self.metrics.certificate_changes.labels(outcome).inc()
@@ -125,25 +129,26 @@ class CertificateProcessor:
         if not record.key:
             raise InvalidRecordError("certificate command without a cert_no key")
         self._check_owned(record, record.key)
-        cert_no = record.key.decode()
-        state = self._state(record.key)
+        cert_no, partition = record.key.decode(), record.partition
+        state = self._state(partition, record.key)
+        subscriptions = self.tables.subscriptions
         match command:
-            case Subscribe(partition, token):
-                if partition >= self.partitions.listings:
-                    raise InvalidRecordError(f"subscription names listing partition {partition}")
-                self.tables.subscriptions[subscription_key(cert_no, partition)] = token.encode()
+            case Subscribe(listings, token):
+                if listings >= self.partitions.listings:
+                    raise InvalidRecordError(f"subscription names listing partition {listings}")
+                subscriptions.set(partition, subscription_key(cert_no, listings), token.encode())
                 view = None if state is None else state.view
-                await self.send_update(partition, record.key, Answer(cert_no, view, token))
+                self.outputs.update(listings, record.key, Answer(cert_no, view, token))
                 late = certificate_side.late_expiry_recheck(state)
                 if late is not None:
-                    await self.send_update(partition, record.key, late)
-            case Unsubscribe(partition, token):
-                key = subscription_key(cert_no, partition)
-                if self.tables.subscriptions.get(key) == token.encode():
-                    self.tables.subscriptions.pop(key, None)
+                    self.outputs.update(listings, record.key, late)
+            case Unsubscribe(listings, token):
+                key = subscription_key(cert_no, listings)
+                if subscriptions.get(partition, key) == token.encode():
+                    subscriptions.delete(partition, key)
             case Expire(at_ms):
                 decision = certificate_side.on_expiry(state, at_ms)
-                await self._apply(record.partition, cert_no, state, decision)
+                await self._apply(partition, cert_no, state, decision)
 
     def _check_owned(self, record: Record, cert_key: bytes) -> None:
         """Certificate records are only read on the certificate's own partition, where its state
@@ -157,8 +162,8 @@ class CertificateProcessor:
 
     # -- state -------------------------------------------------------------------------------
 
-    def _state(self, key: bytes) -> CertState | None:
-        value = self.tables.certificates.get(key)
+    def _state(self, partition: int, key: bytes) -> CertState | None:
+        value = self.tables.certificates.get(partition, key)
         return None if value is None else decode_certificate(value)
 
     async def _apply(
@@ -166,32 +171,36 @@ class CertificateProcessor:
     ) -> None:
         """``held`` is the state the decision was made from; the decision's own state, when it
         has one, replaces it."""
-        key = cert_no.encode()
+        key, certificates = cert_no.encode(), self.tables.certificates
         if decision.state is not None:
-            self.tables.certificates[key] = encode_certificate(decision.state)
+            certificates.set(partition, key, encode_certificate(decision.state))
         trigger = decision.fanout
         if trigger is None:
             return
         prefix = subscription_prefix(cert_no)
-        deliveries = [
-            await self.send_update(int(sub_key[len(prefix) :]), key, trigger)
-            for sub_key, _ in self.tables.scan(self.tables.subscriptions, partition, prefix)
+        listing_partitions = [
+            int(sub_key[len(prefix) :])
+            for sub_key, _ in self.tables.subscriptions.scan(partition, prefix)
         ]
-        await asyncio.gather(*deliveries)
-        # Written only once every partition's re-check is acknowledged: a crash before this
-        # line leaves the fan-out marked unfinished, and the replayed trigger runs it again.
+        for listings in listing_partitions:
+            self.outputs.update(listings, key, trigger)
+        if listing_partitions:
+            # The mark below only once every partition's re-check is acknowledged: a crash
+            # before it leaves the fan-out unfinished, and the replayed trigger runs it again.
+            # Certificate changes are rare; this round trip is not on the listings' path.
+            await self.outputs.delivered()
         state = decision.state or held
         if state is not None and not state.fanout_done:
-            self.tables.certificates[key] = encode_certificate(
-                certificate_side.mark_fanout_done(state)
+            certificates.set(
+                partition, key, encode_certificate(certificate_side.mark_fanout_done(state))
             )
-        self.metrics.fanout_partitions.labels(str(trigger.trigger)).observe(len(deliveries))
+        self.metrics.fanout_partitions.labels(str(trigger.trigger)).observe(len(listing_partitions))
         # Most fan-outs are a certificate's first sighting with nobody waiting for it.
         log.log(
-            logging.INFO if deliveries else logging.DEBUG,
+            logging.INFO if listing_partitions else logging.DEBUG,
             "re-checking the listings of %s (%s %s) on %d listing partition(s)",
             cert_no,
             trigger.trigger,
             trigger.view.status,
-            len(deliveries),
+            len(listing_partitions),
         )

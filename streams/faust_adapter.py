@@ -44,6 +44,18 @@ a partition that is not active when their batch is handed over, so that record n
 first the broker has (a transaction marker at the committed offset is therefore a hole: read
 again after 5 s, committed past with a warning after 5 minutes; nothing is lost).
 
+Tables past the Table API: Faust ties every table read and write to the partition of the
+stream's current event, and sends each write's changelog record on its own (a FutureMessage, a
+queue, a callback, a persisted-offset write). ccc-guard's agents take events in batches, where
+that current event is not the one being processed, and the profile showed those per-write
+costs as a fifth of the worker. ``StoreTable`` reads and writes a table's store for the
+partition the caller names (RocksDB's ``_db_for_partition``; the in-memory store's dict) and
+puts the changelog record in the outbox, which hands it over with the batch
+(``streams/outbox.py``); the persisted offset Faust keeps in each RocksDB database is written
+once per delivered changelog batch, as Faust does per record. Records and tombstones are what
+Faust's own writes send, so Faust's recovery and standbys read them unchanged. The Table API
+is still what timers and recovery use: they read the same store.
+
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
 
@@ -66,32 +78,76 @@ from typing import Any
 import faust.streams as faust_streams
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP
 
-from streams.errors import ChangelogNotAcknowledged
+from streams.errors import DeliveryNotAcknowledged
+from streams.outbox import BatchProducer, Deliveries, Outbox
 
 
-def iter_items_with_prefix(
-    table: Any, partition: int, prefix: bytes
-) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of ``table`` in ``partition`` whose key starts with ``prefix``, without
-    loading them into a list: the caller streams them."""
-    store = table.data
-    if isinstance(store, RocksDBStore):
-        iterator = store._db_for_partition(partition).iter()
-        iterator.seek(prefix)
-        while iterator.valid():
-            key: bytes = iterator.key()
-            if not key.startswith(prefix):
-                return
-            yield key, iterator.value()
-            iterator.next()
-    elif isinstance(store, MemoryStore):
-        # Copy the matching items first: the dict may change while the caller awaits sends.
-        yield from [
-            (k, v) for k, v in store.data.items() if isinstance(k, bytes) and k.startswith(prefix)
-        ]
-    else:  # pragma: no cover - only the two stores above are configurable
-        raise TypeError(f"no prefix scan for store {type(store).__name__}")
+class StoreTable:
+    """A Faust table read and written for the partition the caller names (see above); each
+    write's changelog record goes out with the outbox's batch."""
+
+    def __init__(self, table: Any, outbox: Outbox) -> None:
+        self._table, self._outbox = table, outbox
+        self._changelog = table.changelog_topic.get_topic_name()
+        outbox.after_delivery(self._changelog, self._persisted)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        store = self._table.data
+        if isinstance(store, RocksDBStore):
+            value: bytes | None = store._db_for_partition(partition).get(key)
+            return value
+        return store.data.get(key)  # type: ignore[no-any-return]
+
+    def set(self, partition: int, key: bytes, value: bytes) -> None:
+        store = self._table.data
+        if isinstance(store, RocksDBStore):
+            store._db_for_partition(partition).put(key, value)
+        else:
+            store.data[key] = value
+        self._outbox.send(self._changelog, partition, key, value)
+
+    def delete(self, partition: int, key: bytes) -> None:
+        store = self._table.data
+        if isinstance(store, RocksDBStore):
+            store._db_for_partition(partition).delete(key)
+        else:
+            store.data.pop(key, None)
+        self._outbox.send(self._changelog, partition, key, None)
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Without loading the range into a list: the caller streams it."""
+        store = self._table.data
+        if isinstance(store, RocksDBStore):
+            iterator = store._db_for_partition(partition).iter()
+            iterator.seek(prefix)
+            while iterator.valid():
+                key: bytes = iterator.key()
+                if not key.startswith(prefix):
+                    return
+                yield key, iterator.value()
+                iterator.next()
+        elif isinstance(store, MemoryStore):
+            # No order and every partition in one dict: copy the matching items first, as
+            # the dict may change while the caller awaits.
+            yield from sorted(
+                (k, v)
+                for k, v in store.data.items()
+                if isinstance(k, bytes) and k.startswith(prefix)
+            )
+        else:  # pragma: no cover - only the two stores above are configurable
+            raise TypeError(f"no prefix scan for store {type(store).__name__}")
+
+    def _persisted(self, partition: int, offset: int) -> None:
+        # What Faust's ``_on_changelog_sent`` does per record: recovery starts after it.
+        self._table.data.set_persisted_offset(TP(self._changelog, partition), offset)
+
+
+def batch_producer(app: Any) -> BatchProducer:
+    """The aiokafka producer under Faust's: Faust's own offers no batch send."""
+    producer: BatchProducer = app.producer._producer
+    return producer
 
 
 def estimate_key_count(table: Any) -> int:
@@ -282,29 +338,22 @@ _HOLE_REREAD_S = 5.0
 log = logging.getLogger(__name__)
 
 
-def wait_for_changelog_on_flush(app: Any) -> None:
-    """Make the producer's flush, which precedes every offset commit, wait until each table
-    write handed to Faust's producer buffer before it is acknowledged by the broker (see
-    above). Writes made while it waits are the next commit's business: waiting for them too
-    would hold commits back for as long as events keep coming."""
+def wait_for_deliveries_on_flush(app: Any, deliveries: Deliveries) -> None:
+    """Make the producer's flush, which precedes every offset commit, wait until every record
+    handed over before it is acknowledged by the broker: the outbox's batches, tracked in
+    ``deliveries``, and any table write handed to Faust's producer buffer (see above). Records
+    handed over while it waits are the next commit's business: waiting for them too would hold
+    commits back for as long as events keep coming."""
     buffer = app.producer.buffer
-    unacked: set[asyncio.Future[Any]] = set()
-    failures: list[BaseException] = []
     put, flush = buffer.put, buffer.flush
 
-    def settled(fut: asyncio.Future[Any]) -> None:
-        unacked.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            failures.append(fut.exception())  # type: ignore[arg-type]
-
     def put_tracked(fut: asyncio.Future[Any]) -> None:
-        unacked.add(fut)
-        fut.add_done_callback(settled)
+        deliveries.track(fut)
         put(fut)
 
     async def flush_until_acked() -> None:
         await flush()
-        waiting = set(unacked)
+        waiting = set(deliveries.unacked)
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         # Unbounded while running, like the aiokafka flush that follows (a write fails, and
@@ -314,15 +363,14 @@ def wait_for_changelog_on_flush(app: Any) -> None:
             if app.should_stop:
                 deadline = deadline or loop.time() + _STOPPING_ACK_WAIT_S
                 if loop.time() > deadline:
-                    raise ChangelogNotAcknowledged(
-                        f"{len(waiting)} table write(s) unacknowledged after "
+                    raise DeliveryNotAcknowledged(
+                        f"{len(waiting)} record batch(es) unacknowledged after "
                         f"{_STOPPING_ACK_WAIT_S:.0f}s; offsets are not committed"
                     )
             _, waiting = await asyncio.wait(waiting, timeout=1.0)
-        if failures:
-            # Before the commit, and for every commit after it: a state change that never
-            # reached the changelog must not be committed past. The worker must restart.
-            raise ChangelogNotAcknowledged(f"a table write failed: {failures[0]!r}")
+        # Before the commit, and for every commit after it: a state change or output that
+        # never reached the broker must not be committed past. The worker must restart.
+        deliveries.raise_failure()
 
     buffer.put = put_tracked
     buffer.flush = flush_until_acked

@@ -31,8 +31,8 @@ from streams.join_protocol import (
 from streams.listing_side import ListingState, Outcome, needed
 from streams.metrics import GuardMetrics
 from streams.model import CertTrigger, Verdict
-from streams.processing import PrefixScan, Record, Table
-from streams.reask import AwaitingTracker
+from streams.processing import PartitionTable, Record
+from streams.reask import AwaitingTracker, ListingKey
 from streams.state_codec import (
     cert_partition_key,
     decode_listing,
@@ -45,9 +45,14 @@ from topics.codecs import AvroCodec
 
 # Faust's in-memory store drops keys whose recovered value is falsy, so never store b"".
 _CLAIMED = b"1"
+# Re-checks between two pauses of a fan-out.
+_PAUSE_EVERY = 2000
 
-SendVerdict = Callable[[bytes, Verdict], Awaitable[None]]
-SendCommand = Callable[[str, CertificateCommand], Awaitable[None]]
+SendVerdict = Callable[[bytes, Verdict], None]
+SendCommand = Callable[[str, CertificateCommand], None]
+# Hand what was sent so far to the producer and let the event loop run: a long re-check must
+# neither hold every output in memory nor starve heartbeats.
+Pause = Callable[[], Awaitable[None]]
 Clock = Callable[[], int]
 watch_key = cert_partition_key
 
@@ -65,16 +70,16 @@ def claim_key(cert_no: str, partition: int, listing_id: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ListingTables:
-    listings: Table
-    claims: Table
-    watches: Table
-    scan: PrefixScan
+    listings: PartitionTable
+    claims: PartitionTable
+    watches: PartitionTable
 
 
 @dataclass(frozen=True, slots=True)
 class ListingOutputs:
     verdict: SendVerdict  # keyed by listing_id
     command: SendCommand  # to the certificate's own partition
+    pause: Pause
 
 
 class ListingProcessor:
@@ -106,61 +111,61 @@ class ListingProcessor:
         event = validation.listing_event(decoded, record.key, self.limits)
         self.progress["listing_events"] += 1
         self.metrics.listing_events.labels(str(event.event_type)).inc()
-        key = event.listing_id.encode()
-        state = self._state(key)
+        state = self._state(record.partition, event.listing_id.encode())
         before = needed(state)
         outcome = listing_side.on_listing_event(
             state, event, self.clock(), record.offset, record.partition
         )
-        await self._settle(record.partition, event.listing_id, before, outcome)
+        self._settle(record.partition, event.listing_id, before, outcome)
 
     async def on_update(self, record: Record) -> None:
         match decode_update(record.value):
             case Answer() as answer:
-                await self._on_answer(record.partition, answer)
+                self._on_answer(record.partition, answer)
             case CertTrigger() as trigger:
                 await self._on_trigger(record.partition, trigger)
             case Reask(listing_id):
-                await self._on_reask(record.partition, listing_id)
+                self._on_reask(record.partition, listing_id)
 
-    async def _on_answer(self, partition: int, answer: Answer) -> None:
+    def _on_answer(self, partition: int, answer: Answer) -> None:
         key = watch_key(answer.cert_no, partition)
-        watch = self._watch(key)
+        watch = self._watch(partition, key)
         if watch is None or not on_answer(watch, answer.token, answer.view):
             self.progress["stale_answers"] += 1
             return
-        self.tables.watches[key] = encode_watch(watch)
+        self.tables.watches.set(partition, key, encode_watch(watch))
         # The certificate side follows a late expiry with its own re-check: not applied here.
         for listing_id, state in self._claimers(partition, answer.cert_no):
             before = needed(state)
             outcome = listing_side.on_certificate_answer(
                 state, listing_id, answer.cert_no, watch.view, self.clock()
             )
-            await self._settle(partition, listing_id, before, outcome)
+            self._settle(partition, listing_id, before, outcome)
 
-    async def _on_reask(self, partition: int, listing_id: str) -> None:
+    def _on_reask(self, partition: int, listing_id: str) -> None:
         """Ask again for every answer the listing awaits, after repairing what a lost write
         may have left out: every claim index entry it needs is written again, a watch it
         lacks is opened, and one not answered yet subscribes again with its token."""
-        state = self._state(listing_id.encode())
+        state = self._state(partition, listing_id.encode())
         if state is None or not state.awaiting:
             return
-        outcome = listing_side.reask(state)
-        await self._settle(partition, listing_id, set(), outcome)
+        self._settle(partition, listing_id, set(), listing_side.reask(state))
 
     async def _on_trigger(self, partition: int, trigger: CertTrigger) -> None:
         key = watch_key(trigger.cert_no, partition)
-        watch = self._watch(key)
+        watch = self._watch(partition, key)
         if watch is None:
             return  # no listing of this partition claims it any more
         on_trigger(watch, trigger)
-        self.tables.watches[key] = encode_watch(watch)
+        self.tables.watches.set(partition, key, encode_watch(watch))
         started, rechecked = self.clock(), 0
         for listing_id, state in self._claimers(partition, trigger.cert_no):
             before = needed(state)
             outcome = listing_side.on_recheck(state, listing_id, trigger, self.clock())
-            await self._settle(partition, listing_id, before, outcome)
+            self._settle(partition, listing_id, before, outcome)
             rechecked += 1
+            if rechecked % _PAUSE_EVERY == 0:
+                await self.outputs.pause()
         self.progress["rechecks"] += rechecked
         self.metrics.fanout_listings.labels(str(trigger.trigger)).observe(rechecked)
         self.metrics.fanout_seconds.labels(str(trigger.trigger)).observe(
@@ -169,9 +174,7 @@ class ListingProcessor:
 
     # -- state -------------------------------------------------------------------------------
 
-    async def _settle(
-        self, partition: int, listing_id: str, before: set[str], outcome: Outcome
-    ) -> None:
+    def _settle(self, partition: int, listing_id: str, before: set[str], outcome: Outcome) -> None:
         """Write what ``outcome`` says, after deciding at once what the partition's watches
         can decide: a certificate awaited that is watched and answered here needs no round
         trip. Then the claims index follows what the listing needs, watches open for the
@@ -179,46 +182,47 @@ class ListingProcessor:
         state, verdicts, changed = outcome.state, list(outcome.verdicts), outcome.changed
         if state is not None:
             for cert_no in sorted(state.awaiting):
-                answered = await self._watched(partition, listing_id, state, cert_no, outcome)
+                answered = self._watched(partition, listing_id, state, cert_no, outcome)
                 if answered is not None:
                     state, changed = answered.state, True
                     verdicts.extend(answered.verdicts)
                     if state is None:
                         break
         after = needed(state)
+        claims = self.tables.claims
         for cert_no in sorted(after - before):
-            self.tables.claims[claim_key(cert_no, partition, listing_id)] = _CLAIMED
+            claims.set(partition, claim_key(cert_no, partition, listing_id), _CLAIMED)
         for cert_no in sorted(before - after):
-            self.tables.claims.pop(claim_key(cert_no, partition, listing_id), None)
-            await self._close_if_unclaimed(partition, cert_no)
+            claims.delete(partition, claim_key(cert_no, partition, listing_id))
+            self._close_if_unclaimed(partition, cert_no)
         key = listing_id.encode()
         if changed:
             if state is None:
-                self.tables.listings.pop(key, None)
+                self.tables.listings.delete(partition, key)
             else:
-                self.tables.listings[key] = encode_listing(state)
-            self.awaiting.track(key, state is not None and bool(state.awaiting))
+                self.tables.listings.set(partition, key, encode_listing(state))
+            self.awaiting.track((partition, key), state is not None and bool(state.awaiting))
         for verdict in verdicts:
             self.progress[f"verdicts_{verdict.action.lower()}"] += 1
-            await self.outputs.verdict(key, verdict)
+            self.outputs.verdict(key, verdict)
             self.metrics.verdict(verdict, self.clock())
 
-    async def _watched(
+    def _watched(
         self, partition: int, listing_id: str, state: ListingState, cert_no: str, asked: Outcome
     ) -> Outcome | None:
         """The listing awaits ``cert_no``: the outcome of answering it from the partition's
         watch, if that is answered; else None, after opening the watch (subscribing) if there
         is none, or asking again if the outcome asks again (a replayed event)."""
         key = watch_key(cert_no, partition)
-        watch = self._watch(key)
+        watch = self._watch(partition, key)
         if watch is None:
             watch = CertWatch(state.awaiting[cert_no])
-            self.tables.watches[key] = encode_watch(watch)
-            await self.outputs.command(cert_no, Subscribe(partition, watch.token))
+            self.tables.watches.set(partition, key, encode_watch(watch))
+            self.outputs.command(cert_no, Subscribe(partition, watch.token))
             return None
         if not watch.answered:
             if asked.asks_again and cert_no in asked.subscribe:
-                await self.outputs.command(cert_no, Subscribe(partition, watch.token))
+                self.outputs.command(cert_no, Subscribe(partition, watch.token))
             return None
         outcome = listing_side.on_certificate_answer(
             state, listing_id, cert_no, watch.view, self.clock()
@@ -236,40 +240,42 @@ class ListingProcessor:
             changed=outcome.changed or rechecked.changed,
         )
 
-    async def _close_if_unclaimed(self, partition: int, cert_no: str) -> None:
-        claims = self.tables.scan(self.tables.claims, partition, claim_prefix(cert_no, partition))
+    def _close_if_unclaimed(self, partition: int, cert_no: str) -> None:
+        claims = self.tables.claims.scan(partition, claim_prefix(cert_no, partition))
         if next(claims, None) is not None:
             return
         key = watch_key(cert_no, partition)
-        watch = self._watch(key)
+        watch = self._watch(partition, key)
         if watch is not None:
-            self.tables.watches.pop(key, None)
-            await self.outputs.command(cert_no, Unsubscribe(partition, watch.token))
+            self.tables.watches.delete(partition, key)
+            self.outputs.command(cert_no, Unsubscribe(partition, watch.token))
 
     def _claimers(self, partition: int, cert_no: str) -> Iterator[tuple[str, ListingState]]:
         """The listings of ``partition`` that need ``cert_no``, with their state, read as they
         come (the scan is safe to write behind)."""
         prefix = claim_prefix(cert_no, partition)
-        for key, _ in self.tables.scan(self.tables.claims, partition, prefix):
+        for key, _ in self.tables.claims.scan(partition, prefix):
             listing_id = key[len(prefix) :].decode()
-            state = self._state(listing_id.encode())
+            state = self._state(partition, listing_id.encode())
             if state is not None:
                 yield listing_id, state
 
-    def _state(self, key: bytes) -> ListingState | None:
-        value = self.tables.listings.get(key)
+    def _state(self, partition: int, key: bytes) -> ListingState | None:
+        value = self.tables.listings.get(partition, key)
         return None if value is None else decode_listing(value)
 
-    def _watch(self, key: bytes) -> CertWatch | None:
-        value = self.tables.watches.get(key)
+    def _watch(self, partition: int, key: bytes) -> CertWatch | None:
+        value = self.tables.watches.get(partition, key)
         return None if value is None else decode_watch(value)
 
     # -- the re-ask timer --------------------------------------------------------------------
 
-    def reask_request(self, key: bytes) -> tuple[int, Reask, int] | None:
-        """What the re-ask timer sends for a listing that has awaited answers too long: to
-        which partition, and how many answers it asks again; None if it awaits nothing."""
-        state = self._state(key)
-        if state is None or not state.awaiting or state.partition < 0:
+    def reask_request(self, listing: ListingKey) -> tuple[Reask, int] | None:
+        """What the re-ask timer sends, to the listing's partition, for a listing that has
+        awaited answers too long, and how many answers it asks again; None if it awaits
+        nothing."""
+        partition, key = listing
+        state = self._state(partition, key)
+        if state is None or not state.awaiting:
             return None
-        return state.partition, Reask(key.decode()), len(state.awaiting)
+        return Reask(key.decode()), len(state.awaiting)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 MAX_WAIT_S = 600.0
 
+# A listing as the tracker knows it: (the listing partition its state is on, listing_id).
+ListingKey = tuple[int, bytes]
+
 
 @dataclass(slots=True)
 class _Due:
@@ -28,15 +31,15 @@ class _Due:
 class AwaitingTracker:
     def __init__(self, after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.after_s, self.clock = after_s, clock
-        self._due: dict[bytes, _Due] = {}
+        self._due: dict[ListingKey, _Due] = {}
 
     def __len__(self) -> int:
         return len(self._due)
 
-    def __contains__(self, key: bytes) -> bool:
+    def __contains__(self, key: ListingKey) -> bool:
         return key in self._due
 
-    def track(self, key: bytes, awaiting: bool) -> None:
+    def track(self, key: ListingKey, awaiting: bool) -> None:
         """After a listing's state changed: start its clock if it now awaits an answer (a clock
         already running keeps going), forget it if it does not."""
         if not awaiting:
@@ -44,7 +47,7 @@ class AwaitingTracker:
         elif key not in self._due:
             self._due[key] = _Due(self.clock() + self.after_s, self.after_s)
 
-    def replace(self, awaiting: Iterable[bytes], tracked_since: float | None = None) -> None:
+    def replace(self, awaiting: Iterable[ListingKey], tracked_since: float | None = None) -> None:
         """After a rebalance: these listings await answers here (others moved away or were
         answered); clocks already running are kept, and so are listings tracked since
         ``tracked_since`` (the scan that found ``awaiting`` started then and may have passed
@@ -57,13 +60,13 @@ class AwaitingTracker:
                     due.setdefault(key, entry)
         self._due = due
 
-    def due(self, limit: int) -> list[bytes]:
+    def due(self, limit: int) -> list[ListingKey]:
         """Up to ``limit`` listings whose re-ask is due, longest overdue first."""
         now = self.clock()
         overdue = ((due.at, key) for key, due in self._due.items() if due.at <= now)
         return [key for _, key in heapq.nsmallest(limit, overdue)]
 
-    def asked(self, key: bytes) -> None:
+    def asked(self, key: ListingKey) -> None:
         due = self._due.get(key)
         if due is not None:
             due.wait = min(due.wait * 2, MAX_WAIT_S)

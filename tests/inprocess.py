@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from streams import validation
 from streams.certificate_processor import (
+    CertificateOutputs,
     CertificatePartitions,
     CertificateProcessor,
     CertificateTables,
@@ -62,12 +63,25 @@ PARTITIONERS: dict[str, Partitioner] = {
 }
 
 
-def dict_scan(
-    table: dict[bytes, bytes], partition: int, prefix: bytes
-) -> Iterator[tuple[bytes, bytes]]:
-    # Keys are unique across partitions (those that need it carry the partition), as in
-    # Faust's in-memory store; sorted like RocksDB's, copied so the caller may write.
-    return iter(sorted((k, v) for k, v in table.items() if k.startswith(prefix)))
+@dataclass
+class DictTable:
+    """One dict for every partition, as Faust's in-memory store keeps them: a key that does not
+    carry its partition is met on every partition, so the tests catch a handler relying on a
+    per-partition store. Scans are sorted like RocksDB's, and copied so the caller may write."""
+
+    data: dict[bytes, bytes]
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, partition: int, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self.data.pop(key, None)
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return iter(sorted((k, v) for k, v in self.data.items() if k.startswith(prefix)))
 
 
 @dataclass
@@ -99,12 +113,6 @@ class Topic:
         self.read = list(self.committed)
 
 
-def _done() -> asyncio.Future[None]:
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
-
-
 class InProcessJoin:
     """Both sides of the join on ``partitions`` partitions, fed by a producer that uses
     ``partitioner``; ``verdicts`` collects every verdict sent."""
@@ -125,8 +133,10 @@ class InProcessJoin:
         metrics = GuardMetrics(CollectorRegistry())
         self.awaiting = AwaitingTracker(30.0)
         self.listing_side = ListingProcessor(
-            ListingTables(self.listings, self.claims, self.watches, dict_scan),
-            ListingOutputs(self._verdict, self._command),
+            ListingTables(
+                DictTable(self.listings), DictTable(self.claims), DictTable(self.watches)
+            ),
+            ListingOutputs(self._verdict, self._command, self._delivered),
             CODEC,
             "ListingEvent",
             LIMITS,
@@ -136,9 +146,8 @@ class InProcessJoin:
             self.clock,
         )
         self.certificate_side = CertificateProcessor(
-            CertificateTables(self.certificates, self.subscriptions, dict_scan),
-            self._update,
-            self._forward,
+            CertificateTables(DictTable(self.certificates), DictTable(self.subscriptions)),
+            CertificateOutputs(self._update, self._forward, self._delivered),
             CertificatePartitions(partitions, partitions),
             CODEC,
             "CertificateStatusChanged",
@@ -164,20 +173,22 @@ class InProcessJoin:
 
     # -- ccc-guard's sends ------------------------------------------------------------------
 
-    async def _verdict(self, key: bytes, verdict: Verdict) -> None:
+    def _verdict(self, key: bytes, verdict: Verdict) -> None:
         self.verdicts.append(verdict)
 
-    async def _command(self, cert_no: str, command: CertificateCommand) -> None:
+    def _command(self, cert_no: str, command: CertificateCommand) -> None:
         key = cert_no.encode()
         partition = self.certificate_side.partition_of(key)
         self.topics["commands"].append(partition, key, encode_command(command))
 
-    async def _update(self, partition: int, key: bytes, update: ListingUpdate) -> Any:
+    def _update(self, partition: int, key: bytes, update: ListingUpdate) -> None:
         self.topics["updates"].append(partition, key, encode_update(update))
-        return _done()
 
-    async def _forward(self, partition: int, key: bytes, value: bytes) -> None:
+    def _forward(self, partition: int, key: bytes, value: bytes) -> None:
         self.topics["changes"].append(partition, key, value)
+
+    async def _delivered(self) -> None:
+        """Sends here are in the log at once: delivered as soon as sent."""
 
     # -- processing -------------------------------------------------------------------------
 

@@ -258,16 +258,16 @@ def test_the_reask_repairs_a_listing_recovered_awaiting_without_its_watch_or_cla
     join.claims.clear()
     join.watches.clear()
 
-    request = join.listing_side.reask_request(key)
+    request = join.listing_side.reask_request((2, key))
     assert request is not None
-    partition, reask, answers = request
-    assert (partition, answers) == (2, 1)
-    join.topics["updates"].append(partition, key, encode_update(reask))
+    reask, answers = request
+    assert answers == 1
+    join.topics["updates"].append(2, key, encode_update(reask))
     join.run_sync()
     assert join.verdicts[-1].verdict_id == allowed.verdict_id  # decided, same verdict id
     assert claim_key(cert, 2, lid) in join.claims
     assert not decode_listing(join.listings[key]).awaiting
-    assert join.listing_side.reask_request(key) is None
+    assert join.listing_side.reask_request((2, key)) is None
 
 
 def test_the_authority_feed_takes_a_hop_only_when_its_producer_partitioned_elsewhere() -> None:
