@@ -45,8 +45,8 @@ from topics.codecs import AvroCodec
 
 # Faust's in-memory store drops keys whose recovered value is falsy, so never store b"".
 _CLAIMED = b"1"
-# Re-checks between two pauses of a fan-out.
-_PAUSE_EVERY = 2000
+# Listings decided between two pauses of an answer or re-check for many claimers.
+_PAUSE_EVERY = 1000
 
 SendVerdict = Callable[[bytes, Verdict], None]
 SendCommand = Callable[[str, CertificateCommand], None]
@@ -121,13 +121,13 @@ class ListingProcessor:
     async def on_update(self, record: Record) -> None:
         match decode_update(record.value):
             case Answer() as answer:
-                self._on_answer(record.partition, answer)
+                await self._on_answer(record.partition, answer)
             case CertTrigger() as trigger:
                 await self._on_trigger(record.partition, trigger)
             case Reask(listing_id):
                 self._on_reask(record.partition, listing_id)
 
-    def _on_answer(self, partition: int, answer: Answer) -> None:
+    async def _on_answer(self, partition: int, answer: Answer) -> None:
         key = watch_key(answer.cert_no, partition)
         watch = self._watch(partition, key)
         if watch is None or not on_answer(watch, answer.token, answer.view):
@@ -135,12 +135,14 @@ class ListingProcessor:
             return
         self.tables.watches.set(partition, key, encode_watch(watch))
         # The certificate side follows a late expiry with its own re-check: not applied here.
-        for listing_id, state in self._claimers(partition, answer.cert_no):
+        for n, (listing_id, state) in enumerate(self._claimers(partition, answer.cert_no), 1):
             before = needed(state)
             outcome = listing_side.on_certificate_answer(
                 state, listing_id, answer.cert_no, watch.view, self.clock()
             )
             self._settle(partition, listing_id, before, outcome)
+            if n % _PAUSE_EVERY == 0:
+                await self.outputs.pause()
 
     def _on_reask(self, partition: int, listing_id: str) -> None:
         """Ask again for every answer the listing awaits, after repairing what a lost write
@@ -159,11 +161,12 @@ class ListingProcessor:
         on_trigger(watch, trigger)
         self.tables.watches.set(partition, key, encode_watch(watch))
         started, rechecked = self.clock(), 0
-        for listing_id, state in self._claimers(partition, trigger.cert_no):
+        for rechecked, (listing_id, state) in enumerate(
+            self._claimers(partition, trigger.cert_no), 1
+        ):
             before = needed(state)
             outcome = listing_side.on_recheck(state, listing_id, trigger, self.clock())
             self._settle(partition, listing_id, before, outcome)
-            rechecked += 1
             if rechecked % _PAUSE_EVERY == 0:
                 await self.outputs.pause()
         self.progress["rechecks"] += rechecked
