@@ -50,7 +50,12 @@ from streams.certificate_processor import (
     CertificateTables,
 )
 from streams.clock import Clock, wall_clock_ms
-from streams.errors import InvalidRecordError, RejectedRecordError, StateFormatError
+from streams.errors import (
+    DeliveryNotAcknowledged,
+    InvalidRecordError,
+    RejectedRecordError,
+    StateFormatError,
+)
 from streams.faust_adapter import ProcessedAcks, StoreTable, estimate_key_count, is_ready
 from streams.join_protocol import (
     CertificateCommand,
@@ -381,7 +386,7 @@ class Topology:
                     f"value is {len(value)} bytes (limit {self.settings.max_record_bytes})"
                 )
             await handler(Record(message.topic, message.partition, message.offset, key, value))
-        except (KafkaError, FaustError, StateFormatError):
+        except (KafkaError, FaustError, StateFormatError, DeliveryNotAcknowledged):
             # The broker or Faust is in trouble, or the state is another version's: not the
             # record's fault, so fail loudly rather than dead-letter good records.
             raise

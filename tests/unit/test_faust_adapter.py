@@ -6,9 +6,12 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.sensors import Monitor
+from faust.types import TP as TopicPartition
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
 from streams import faust_adapter
@@ -16,6 +19,7 @@ from streams.errors import DeliveryNotAcknowledged
 from streams.faust_adapter import (
     ProcessedAcks,
     commit_only_contiguous,
+    drop_stream_event_sensors,
     wait_for_deliveries_on_flush,
 )
 from streams.outbox import Deliveries
@@ -415,3 +419,17 @@ def test_after_a_rebalance_a_partition_never_committed_is_read_from_its_start() 
     asyncio.run(book.perform_seek())
     # The changelog is the tables' business (recovery), not the streams'.
     assert book.read_again == [{INTERNAL: 0}]
+
+
+def test_stream_event_sensors_are_off_and_message_sensors_stay() -> None:
+    monitor = Monitor()
+    drop_stream_event_sensors(monitor)
+    tp = TopicPartition("ccc.listing.events", 3)
+    stream: Any = object()
+    event: Any = object()
+    message: Any = SimpleNamespace(time_in=None)  # all the message hook reads of it
+    assert monitor.on_stream_event_in(tp, 7, stream, event) is None
+    monitor.on_stream_event_out(tp, 7, stream, event, None)
+    assert monitor.events_total == 0
+    monitor.on_message_in(tp, 7, message)
+    assert monitor.messages_received_by_topic["ccc.listing.events"] == 1
