@@ -84,6 +84,8 @@ class CertificateProcessor:
         progress: Counter[str],
     ) -> None:
         self.tables, self.outputs, self.partitions = tables, outputs, partitions
+        # (partition, cert key, trigger id) of fan-outs sent this batch, to be marked done.
+        self._unmarked: list[tuple[int, bytes, str]] = []
         self.codec, self.change_record, self.limits = codec, change_record, limits
         self.metrics, self.progress = metrics, progress
 
@@ -122,7 +124,7 @@ class CertificateProcessor:
         decision = certificate_side.on_status_change(state, change)
         outcome = "stale" if decision.state is None and decision.fanout is None else "applied"
         self.metrics.certificate_changes.labels(outcome).inc()
-        await self._apply(record.partition, change.cert_no, state, decision)
+        self._apply(record.partition, change.cert_no, decision)
 
     async def on_command(self, record: Record) -> None:
         command = decode_command(record.value)
@@ -148,7 +150,7 @@ class CertificateProcessor:
                     subscriptions.delete(partition, key)
             case Expire(at_ms):
                 decision = certificate_side.on_expiry(state, at_ms)
-                await self._apply(partition, cert_no, state, decision)
+                self._apply(partition, cert_no, decision)
 
     def _check_owned(self, record: Record, cert_key: bytes) -> None:
         """Certificate records are only read on the certificate's own partition, where its state
@@ -162,15 +164,28 @@ class CertificateProcessor:
 
     # -- state -------------------------------------------------------------------------------
 
+    async def after_batch(self) -> None:
+        """Once the batch's re-checks are acknowledged, mark their fan-outs done: one round
+        trip per batch that fanned out, not one per certificate."""
+        if not self._unmarked:
+            return
+        unmarked, self._unmarked = self._unmarked, []
+        await self.outputs.delivered()
+        for partition, key, trigger_id in unmarked:
+            self._mark_done(partition, key, trigger_id)
+
+    def _mark_done(self, partition: int, key: bytes, trigger_id: str) -> None:
+        # Unless a later record of the batch replaced the state: its own fan-out is marked.
+        state = self._state(partition, key)
+        if state is not None and state.fanout_trigger_id == trigger_id and not state.fanout_done:
+            encoded = encode_certificate(certificate_side.mark_fanout_done(state))
+            self.tables.certificates.set(partition, key, encoded)
+
     def _state(self, partition: int, key: bytes) -> CertState | None:
         value = self.tables.certificates.get(partition, key)
         return None if value is None else decode_certificate(value)
 
-    async def _apply(
-        self, partition: int, cert_no: str, held: CertState | None, decision: CertDecision
-    ) -> None:
-        """``held`` is the state the decision was made from; the decision's own state, when it
-        has one, replaces it."""
+    def _apply(self, partition: int, cert_no: str, decision: CertDecision) -> None:
         key, certificates = cert_no.encode(), self.tables.certificates
         if decision.state is not None:
             certificates.set(partition, key, encode_certificate(decision.state))
@@ -185,15 +200,12 @@ class CertificateProcessor:
         for listings in listing_partitions:
             self.outputs.update(listings, key, trigger)
         if listing_partitions:
-            # The mark below only once every partition's re-check is acknowledged: a crash
-            # before it leaves the fan-out unfinished, and the replayed trigger runs it again.
-            # Certificate changes are rare; this round trip is not on the listings' path.
-            await self.outputs.delivered()
-        state = decision.state or held
-        if state is not None and not state.fanout_done:
-            certificates.set(
-                partition, key, encode_certificate(certificate_side.mark_fanout_done(state))
-            )
+            # Marked done only once every partition's re-check is acknowledged, after the
+            # batch (``after_batch``): a crash before leaves the fan-out unfinished, and the
+            # replayed trigger runs it again.
+            self._unmarked.append((partition, key, trigger.trigger_id))
+        else:
+            self._mark_done(partition, key, trigger.trigger_id)
         self.metrics.fanout_partitions.labels(str(trigger.trigger)).observe(len(listing_partitions))
         # Most fan-outs are a certificate's first sighting with nobody waiting for it.
         log.log(

@@ -201,6 +201,7 @@ class Topology:
                 catalogue.certificate_changes.name: self.certificate_side.on_change,
                 catalogue.certificate_commands.name: self.certificate_side.on_command,
             },
+            self.certificate_side.after_batch,
         )
         app.timer(settings.expiry_sweep_interval_s, name="expiry-sweep")(self.expiry_sweep)
         app.timer(settings.progress_interval_s, name="progress")(self._log_progress)
@@ -236,9 +237,15 @@ class Topology:
             partitions=self.settings.partitions,
         )
 
-    def _agent(self, name: str, channel: Any, handlers: Mapping[str, Handler]) -> None:
+    def _agent(
+        self,
+        name: str,
+        channel: Any,
+        handlers: Mapping[str, Handler],
+        after_batch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         async def agent(stream: Any) -> None:
-            await self._dispatch(name, stream, handlers)
+            await self._dispatch(name, stream, handlers, after_batch)
 
         self.app.agent(channel, name=name, concurrency=1)(agent)
 
@@ -351,11 +358,18 @@ class Topology:
 
     # -- shared ------------------------------------------------------------------------------
 
-    async def _dispatch(self, name: str, stream: Any, handlers: Mapping[str, Handler]) -> None:
+    async def _dispatch(
+        self,
+        name: str,
+        stream: Any,
+        handlers: Mapping[str, Handler],
+        after_batch: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         """Events in batches, each in partition order to the handler of the topic it came from;
-        the batch's outputs and table writes are handed to the producer together, and only then
-        may Faust commit past its events. A batch is what arrived within the batch wait, up to
-        the batch size: under load large, when idle a single event."""
+        the batch's outputs and table writes are handed to the producer together (then
+        ``after_batch``, which may wait for their acks), and only then may Faust commit past its
+        events. A batch is what arrived within the batch wait, up to the batch size: under load
+        large, when idle a single event."""
         batches = stream.take_events(self.settings.batch_max_events, self.settings.batch_wait_s)
         batch_seconds = self.metrics.batch_seconds.labels(name)
         async for events in batches:
@@ -363,6 +377,8 @@ class Topology:
             for event in events:
                 message = event.message
                 await self._guarded(message, event.key, event.value, handlers[message.topic])
+            if after_batch is not None:
+                await after_batch()
             await self.outbox.flush()
             for event in events:
                 self.acks.finished(event.message)

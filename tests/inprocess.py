@@ -215,6 +215,7 @@ class InProcessJoin:
         key, value = log.logs[partition][offset]
         record = Record(topic, partition, offset, key, value)
         await self.handler(topic)(record)
+        await self.certificate_side.after_batch()  # each record is a batch of its own here
         log.read[partition] = offset + 1
         return record
 

@@ -21,6 +21,7 @@ from streams.join_protocol import (
 from streams.listing_processor import claim_key
 from streams.listing_side import PendingCheck
 from streams.model import CertTrigger, VerdictAction, VerdictReason
+from streams.processing import Record
 from streams.rules import evaluate
 from streams.state_codec import decode_certificate, decode_listing, encode_listing
 from tests.builders import cert_no, listing_event, status_change
@@ -318,3 +319,36 @@ def test_a_repeated_answer_decides_only_the_claimers_still_awaiting_and_a_replay
     join.run_sync()
     said_again = [v.listing_id for v in join.verdicts[verdicts:]]
     assert set(listings) <= set(said_again)
+
+
+def test_fan_outs_of_a_batch_are_marked_done_after_it_and_never_over_a_newer_state() -> None:
+    async def run() -> None:
+        join = InProcessJoin()
+        cert = cert_no()
+        [lid] = _at(join, 2, 1)
+        join.publish_certificate(status_change(cert))
+        join.publish_listing(listing_event(lid, [cert]))
+        await join.run()
+        side, key = join.certificate_side, cert.encode()
+        join.publish_certificate(status_change(cert, "SUSPENDED", version=2))
+        join.publish_certificate(status_change(cert, "REVOKED", version=3))
+        # Both changes in one batch: each fans out to partition 2, neither is marked yet.
+        for _ in range(2):
+            await side.on_authority_change(await _next_status(join))
+        state = decode_certificate(join.certificates[key])
+        assert (state.view.version, state.fanout_done) == (3, False)
+        await side.after_batch()
+        state = decode_certificate(join.certificates[key])
+        assert (state.view.status, state.view.version, state.fanout_done) == ("REVOKED", 3, True)
+
+    asyncio.run(run())
+
+
+async def _next_status(join: InProcessJoin) -> Record:
+    """The next authority record, read as the certificate agent would, without its batch end."""
+    log = join.topics["status"]
+    [partition] = [p for p in range(join.partitions) if log.unread(p)][:1]
+    offset = log.read[partition]
+    key, value = log.logs[partition][offset]
+    log.read[partition] = offset + 1
+    return Record("status", partition, offset, key, value)
