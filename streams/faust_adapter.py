@@ -51,9 +51,9 @@ stream's current event, and sends each write's changelog record on its own (a Fu
 queue, a callback, a persisted-offset write). ccc-guard's agents take events in batches, where
 that current event is not the one being processed, and the profile showed those per-write
 costs as a fifth of the worker. ``StoreTable`` reads and writes a table's store for the
-partition the caller names (RocksDB's ``_db_for_partition``; the in-memory store's dict) and
-puts the changelog record in the outbox, which hands it over with the batch
-(``streams/outbox.py``); the persisted offset Faust keeps in each RocksDB database is written
+partition the caller names (RocksDB's ``_db_for_partition``; the in-memory store's dict),
+under the batch's staged writes (``streams/staged.py``), and puts the changelog record in the
+outbox (``streams/outbox.py``); the persisted offset Faust keeps in each RocksDB database is written
 once per delivered changelog batch, as Faust does per record. Records and tombstones are what
 Faust's own writes send, so Faust's recovery and standbys read them unchanged. The Table API
 is still what timers and recovery use: they read the same store.
@@ -94,8 +94,9 @@ from streams.outbox import BatchProducer, Deliveries, Outbox
 
 
 class StoreTable:
-    """A Faust table read and written for the partition the caller names (see above); each
-    write's changelog record goes out with the outbox's batch."""
+    """A Faust table read and written for the partition the caller names (see above), the
+    ``staged.AppliedStore`` under a batch's staged writes; each write's changelog record goes
+    out with the outbox's next flush."""
 
     def __init__(self, table: Any, outbox: Outbox) -> None:
         self._table, self._outbox = table, outbox
@@ -109,21 +110,19 @@ class StoreTable:
             return value
         return store.data.get(key)  # type: ignore[no-any-return]
 
-    def set(self, partition: int, key: bytes, value: bytes) -> None:
+    def apply(self, partition: int, key: bytes, value: bytes | None) -> None:
         store = self._table.data
         if isinstance(store, RocksDBStore):
-            store._db_for_partition(partition).put(key, value)
+            db = store._db_for_partition(partition)
+            if value is None:
+                db.delete(key)
+            else:
+                db.put(key, value)
+        elif value is None:
+            store.data.pop(key, None)
         else:
             store.data[key] = value
         self._outbox.send(self._changelog, partition, key, value)
-
-    def delete(self, partition: int, key: bytes) -> None:
-        store = self._table.data
-        if isinstance(store, RocksDBStore):
-            store._db_for_partition(partition).delete(key)
-        else:
-            store.data.pop(key, None)
-        self._outbox.send(self._changelog, partition, key, None)
 
     def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Without loading the range into a list: the caller streams it."""

@@ -106,10 +106,12 @@ class Outbox:
             return futures
 
     async def delivered(self) -> None:
-        """Hand everything over and wait until the broker has acknowledged it."""
-        futures = await self.flush()
-        if futures:
-            await asyncio.wait(futures)
+        """Hand everything over and wait until the broker has acknowledged it, and everything
+        handed over before."""
+        await self.flush()
+        waiting = set(self.deliveries.unacked)
+        if waiting:
+            await asyncio.wait(waiting)
         self.deliveries.raise_failure()
 
     async def _send(

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,7 @@ from streams.outbox import Outbox
 from streams.processing import Record
 from streams.reask import AwaitingTracker, ListingKey
 from streams.settings import Settings
+from streams.staged import StagedTable
 from streams.state_codec import decode_certificate, decode_listing, may_await_answers
 from topics.catalogue import Catalogue, TopicSpec
 from topics.codecs import AvroCodec
@@ -152,7 +153,7 @@ class Topology:
         self.subscriptions = tables["certificate-subscriptions"]
 
         self.awaiting = AwaitingTracker(settings.reask_after_s)
-        stores = {name: StoreTable(table, outbox) for name, table in tables.items()}
+        stores = {name: StagedTable(StoreTable(table, outbox)) for name, table in tables.items()}
         self.listing_side = ListingProcessor(
             ListingTables(
                 stores["listings"], stores["listing-claims"], stores["certificate-watches"]
@@ -192,6 +193,7 @@ class Topology:
                 catalogue.listing_events.name: self.listing_side.on_listing_event,
                 catalogue.listing_updates.name: self.listing_side.on_update,
             },
+            [stores["listings"], stores["listing-claims"], stores["certificate-watches"]],
         )
         self._agent(
             "certificate-side",
@@ -201,6 +203,7 @@ class Topology:
                 catalogue.certificate_changes.name: self.certificate_side.on_change,
                 catalogue.certificate_commands.name: self.certificate_side.on_command,
             },
+            [stores["certificates"], stores["certificate-subscriptions"]],
             self.certificate_side.after_batch,
         )
         app.timer(settings.expiry_sweep_interval_s, name="expiry-sweep")(self.expiry_sweep)
@@ -242,10 +245,11 @@ class Topology:
         name: str,
         channel: Any,
         handlers: Mapping[str, Handler],
+        tables: Sequence[StagedTable],
         after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         async def agent(stream: Any) -> None:
-            await self._dispatch(name, stream, handlers, after_batch)
+            await self._dispatch(name, stream, handlers, tables, after_batch)
 
         self.app.agent(channel, name=name, concurrency=1)(agent)
 
@@ -363,13 +367,15 @@ class Topology:
         name: str,
         stream: Any,
         handlers: Mapping[str, Handler],
+        tables: Sequence[StagedTable],
         after_batch: Callable[[], Awaitable[None]] | None,
     ) -> None:
-        """Events in batches, each in partition order to the handler of the topic it came from;
-        the batch's outputs and table writes are handed to the producer together (then
-        ``after_batch``, which may wait for their acks), and only then may Faust commit past its
-        events. A batch is what arrived within the batch wait, up to the batch size: under load
-        large, when idle a single event."""
+        """Events in batches, each in partition order to the handler of the topic it came from.
+        At the batch's end (after ``after_batch``) its outputs are handed to the producer and
+        acknowledged, then the agent's tables commit its writes (store and changelog), and only
+        then may Faust commit past its events: the state never says more than was said. A batch
+        is what arrived within the batch wait, up to the batch size: under load large, when
+        idle a single event."""
         batches = stream.take_events(self.settings.batch_max_events, self.settings.batch_wait_s)
         batch_seconds = self.metrics.batch_seconds.labels(name)
         async for events in batches:
@@ -379,6 +385,9 @@ class Topology:
                 await self._guarded(message, event.key, event.value, handlers[message.topic])
             if after_batch is not None:
                 await after_batch()
+            await self.outbox.delivered()
+            for table in tables:
+                table.commit()
             await self.outbox.flush()
             for event in events:
                 self.acks.finished(event.message)
