@@ -81,6 +81,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -101,7 +102,9 @@ class StoreTable:
     def __init__(self, table: Any, outbox: Outbox) -> None:
         self._table, self._outbox = table, outbox
         self._changelog = table.changelog_topic.get_topic_name()
-        outbox.after_delivery(self._changelog, self._persisted)
+        # Per partition, the writes whose changelog records are not yet acknowledged, in order.
+        self._unacked: dict[int, deque[tuple[bytes, bytes | None]]] = {}
+        outbox.after_delivery(self._changelog, self._delivered)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         store = self._table.data
@@ -111,18 +114,36 @@ class StoreTable:
         return store.data.get(key)  # type: ignore[no-any-return]
 
     def apply(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Send the write to the changelog; the store takes it once the broker has it."""
+        self._outbox.send(self._changelog, partition, key, value)
+        writes = self._unacked.get(partition)
+        if writes is None:
+            writes = self._unacked[partition] = deque()
+        writes.append((key, value))
+
+    def _delivered(self, partition: int, offset: int, count: int) -> None:
+        # The store never holds a write its changelog lacks, and its persisted offset is the
+        # changelog's: Faust's recovery, which re-applies the changelog after that offset over
+        # the store, then cannot set a key back to an older value beside newer ones.
+        writes = self._unacked[partition]
         store = self._table.data
         if isinstance(store, RocksDBStore):
             db = store._db_for_partition(partition)
-            if value is None:
-                db.delete(key)
-            else:
-                db.put(key, value)
-        elif value is None:
-            store.data.pop(key, None)
+            for _ in range(count):
+                key, value = writes.popleft()
+                if value is None:
+                    db.delete(key)
+                else:
+                    db.put(key, value)
         else:
-            store.data[key] = value
-        self._outbox.send(self._changelog, partition, key, value)
+            for _ in range(count):
+                key, value = writes.popleft()
+                if value is None:
+                    store.data.pop(key, None)
+                else:
+                    store.data[key] = value
+        # What Faust's ``_on_changelog_sent`` does per record: recovery starts after it.
+        store.set_persisted_offset(TP(self._changelog, partition), offset)
 
     def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Without loading the range into a list: the caller streams it."""
@@ -146,10 +167,6 @@ class StoreTable:
             )
         else:  # pragma: no cover - only the two stores above are configurable
             raise TypeError(f"no prefix scan for store {type(store).__name__}")
-
-    def _persisted(self, partition: int, offset: int) -> None:
-        # What Faust's ``_on_changelog_sent`` does per record: recovery starts after it.
-        self._table.data.set_persisted_offset(TP(self._changelog, partition), offset)
 
 
 def batch_producer(app: Any) -> BatchProducer:

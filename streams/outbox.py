@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from streams.errors import DeliveryNotAcknowledged
 
-# (partition, offset of the partition's last record delivered) -> None
-AfterDelivery = Callable[[int, int], None]
+# (partition, offset of the batch's last record, records in the batch) -> None
+AfterDelivery = Callable[[int, int, int], None]
 
 
 class BatchBuilder(Protocol):
@@ -129,7 +129,7 @@ class Outbox:
 
             def delivered(done: asyncio.Future[Any]) -> None:
                 if not done.cancelled() and done.exception() is None:
-                    after(partition, done.result().offset + count - 1)
+                    after(partition, done.result().offset + count - 1, count)
 
             future.add_done_callback(delivered)
         return future

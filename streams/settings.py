@@ -268,7 +268,7 @@ class Settings:
     )
     batch_max_events: int = _setting(
         "CCC_BATCH_MAX_EVENTS",
-        "1000",
+        "1",
         _positive_int,
         "Most input events an agent processes as one batch, whose outputs and table writes go "
         "to the producer together.",

@@ -86,11 +86,15 @@ class StagedTable:
             next_staged = next(pending, None)
 
     def commit(self) -> None:
-        """The batch's outputs are acknowledged: its writes go to the store and changelog, in
-        the order first staged."""
-        staged, self._staged, self._groups = self._staged, {}, {}
-        for (partition, key), value in staged.items():
+        """The batch's outputs are acknowledged: its writes go to the store, in the order first
+        staged. They stay readable here until ``settle``: the store may take them only once
+        its changelog has them."""
+        for (partition, key), value in self._staged.items():
             self._store.apply(partition, key, value)
+
+    def settle(self) -> None:
+        """The store holds every committed write."""
+        self._staged, self._groups = {}, {}
 
     def _stage(self, partition: int, key: bytes, value: bytes | None) -> None:
         self._staged[(partition, key)] = value

@@ -193,7 +193,8 @@ class Topology:
                 catalogue.listing_events.name: self.listing_side.on_listing_event,
                 catalogue.listing_updates.name: self.listing_side.on_update,
             },
-            [stores["listings"], stores["listing-claims"], stores["certificate-watches"]],
+            # Committed in this order, the listing state last (see ``_dispatch``).
+            [stores["listing-claims"], stores["certificate-watches"], stores["listings"]],
         )
         self._agent(
             "certificate-side",
@@ -203,7 +204,7 @@ class Topology:
                 catalogue.certificate_changes.name: self.certificate_side.on_change,
                 catalogue.certificate_commands.name: self.certificate_side.on_command,
             },
-            [stores["certificates"], stores["certificate-subscriptions"]],
+            [stores["certificate-subscriptions"], stores["certificates"]],
             self.certificate_side.after_batch,
         )
         app.timer(settings.expiry_sweep_interval_s, name="expiry-sweep")(self.expiry_sweep)
@@ -372,10 +373,12 @@ class Topology:
     ) -> None:
         """Events in batches, each in partition order to the handler of the topic it came from.
         At the batch's end (after ``after_batch``) its outputs are handed to the producer and
-        acknowledged, then the agent's tables commit its writes (store and changelog), and only
-        then may Faust commit past its events: the state never says more than was said. A batch
-        is what arrived within the batch wait, up to the batch size: under load large, when
-        idle a single event."""
+        acknowledged, then the agent's tables commit its writes to their changelogs one table
+        after another (``tables`` in order, the state last), and once those are acknowledged too
+        (the stores take them then), Faust may commit past its events: the state never says
+        more than was said, and no store more than its changelog.
+        A batch is what arrived within the batch wait, up to the batch size: under load large,
+        when idle a single event."""
         batches = stream.take_events(self.settings.batch_max_events, self.settings.batch_wait_s)
         batch_seconds = self.metrics.batch_seconds.labels(name)
         async for events in batches:
@@ -386,9 +389,13 @@ class Topology:
             if after_batch is not None:
                 await after_batch()
             await self.outbox.delivered()
+            # The indexes' changelogs first, then the state that says what was processed: a
+            # crash between two leaves that state older, and the replay redoes the indexes.
             for table in tables:
                 table.commit()
-            await self.outbox.flush()
+                await self.outbox.delivered()
+            for table in tables:
+                table.settle()
             for event in events:
                 self.acks.finished(event.message)
             batch_seconds.observe(time.perf_counter() - started)

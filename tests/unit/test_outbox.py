@@ -119,20 +119,20 @@ def test_after_delivery_gets_each_batchs_last_offset_and_nothing_for_a_failure()
     async def run() -> None:
         producer = Producer(capacity=2)
         box = outbox(producer)
-        seen: list[tuple[int, int]] = []
-        box.after_delivery("changelog", lambda partition, offset: seen.append((partition, offset)))
+        seen: list[tuple[int, int, int]] = []
+        box.after_delivery("changelog", lambda *delivered: seen.append(delivered))
         for n in range(3):
             box.send("changelog", 1, b"k", bytes([n]))
         box.send("verdicts", 1, b"k", b"v")  # another topic: no callback
         await box.flush()
         producer.ack_all()
         await asyncio.sleep(0)
-        assert seen == [(1, 1), (1, 2)]  # offsets 0-1, then 2
+        assert seen == [(1, 1, 2), (1, 2, 1)]  # offsets 0-1, then 2
         box.send("changelog", 1, b"k", b"lost")
         [failed] = await box.flush()
         producer.sent[-1][3].set_exception(RuntimeError("not leader"))
         await asyncio.sleep(0)
-        assert failed.done() and seen == [(1, 1), (1, 2)]
+        assert failed.done() and seen == [(1, 1, 2), (1, 2, 1)]
 
     asyncio.run(run())
 

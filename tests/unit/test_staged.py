@@ -31,7 +31,7 @@ class Store:
         self.changelog.append((partition, key, value))
 
 
-def test_writes_are_read_through_and_reach_the_store_only_at_commit() -> None:
+def test_writes_are_read_through_and_reach_the_store_at_commit() -> None:
     store = Store()
     store.apply(1, b"L-1", b"old")
     table = StagedTable(store)
@@ -44,7 +44,9 @@ def test_writes_are_read_through_and_reach_the_store_only_at_commit() -> None:
     table.commit()
     assert store.data[1] == {b"L-2": b"added"}
     assert store.changelog[1:] == [(1, b"L-1", None), (1, b"L-2", b"added")]
-    assert len(table) == 0
+    assert len(table) == 2  # still read here until the store has them
+    table.settle()
+    assert len(table) == 0 and table.get(1, b"L-2") == b"added"
 
 
 def test_a_scan_merges_staged_writes_over_the_store_in_key_order() -> None:
