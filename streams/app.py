@@ -11,11 +11,9 @@ from streams.clock import Clock, wall_clock_ms
 from streams.credentials import faust_credentials
 from streams.faust_adapter import (
     ProcessedAcks,
-    batch_producer,
     commit_only_contiguous,
-    wait_for_deliveries_on_flush,
+    wait_for_changelog_on_flush,
 )
-from streams.outbox import Deliveries, Outbox
 from streams.settings import Settings
 from streams.topology import Topology
 from streams.web import install_web
@@ -41,11 +39,10 @@ class GuardApp(faust.App):
     catalogue: Catalogue
     kafka_connection: KafkaConnection
     processed_acks: ProcessedAcks
-    outbox: Outbox
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        wait_for_deliveries_on_flush(self, self.outbox.deliveries)
+        wait_for_changelog_on_flush(self)
         self.processed_acks.install(self)
         commit_only_contiguous(
             self,
@@ -76,8 +73,6 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=settings.producer_linger_ms,
-        # The outbox sends each batch's records for a partition as few, large record batches.
-        producer_max_batch_size=settings.producer_max_batch_bytes,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
         # web_host only names the worker in its URL; web_bind is the address it listens on.
@@ -101,8 +96,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
     app.catalogue = build_catalogue(settings.topic_naming())
     metrics = install_web(app, [spec.name for spec in app.catalogue.consumed()])
     app.processed_acks = ProcessedAcks()
-    app.outbox = Outbox(lambda: batch_producer(app), Deliveries())
     topology = Topology(
-        app, settings, app.catalogue, AvroCodec(), metrics, app.processed_acks, app.outbox, clock
+        app, settings, app.catalogue, AvroCodec(), metrics, app.processed_acks, clock
     )
     return app, topology

@@ -10,10 +10,12 @@ Per certificate partition, two tables:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from streams import certificate_side, validation
 from streams.certificate_side import CertDecision, CertState
@@ -28,7 +30,7 @@ from streams.join_protocol import (
 )
 from streams.metrics import GuardMetrics
 from streams.model import CertificateChange
-from streams.processing import PartitionTable, Record
+from streams.processing import PrefixScan, Record, Table
 from streams.state_codec import (
     cert_partition_key,
     cert_prefix,
@@ -40,12 +42,10 @@ from topics.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
 
-# (listing partition, key, update)
-SendUpdate = Callable[[int, bytes, ListingUpdate], None]
+# (listing partition, key, update) -> once handed to the producer, the delivery's awaitable.
+SendUpdate = Callable[[int, bytes, ListingUpdate], Awaitable[Awaitable[Any]]]
 # (certificate partition, key, the authority's record as received) -> re-keyed.
-ForwardChange = Callable[[int, bytes, bytes], None]
-# Until everything sent so far is acknowledged by the broker.
-Delivered = Callable[[], Awaitable[None]]
+ForwardChange = Callable[[int, bytes, bytes], Awaitable[None]]
 
 
 subscription_prefix = cert_prefix  # all subscriptions of a certificate
@@ -54,15 +54,9 @@ subscription_key = cert_partition_key
 
 @dataclass(frozen=True, slots=True)
 class CertificateTables:
-    certificates: PartitionTable
-    subscriptions: PartitionTable
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateOutputs:
-    update: SendUpdate  # to the listing partition named
-    forward_change: ForwardChange  # to the certificate's own partition
-    delivered: Delivered
+    certificates: Table
+    subscriptions: Table
+    scan: PrefixScan
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +69,8 @@ class CertificateProcessor:
     def __init__(
         self,
         tables: CertificateTables,
-        outputs: CertificateOutputs,
+        send_update: SendUpdate,
+        forward_change: ForwardChange,
         partitions: CertificatePartitions,
         codec: AvroCodec,
         change_record: str,
@@ -83,9 +78,8 @@ class CertificateProcessor:
         metrics: GuardMetrics,
         progress: Counter[str],
     ) -> None:
-        self.tables, self.outputs, self.partitions = tables, outputs, partitions
-        # (partition, cert key, trigger id) of fan-outs sent this batch, to be marked done.
-        self._unmarked: list[tuple[int, bytes, str]] = []
+        self.tables, self.send_update, self.partitions = tables, send_update, partitions
+        self.forward_change = forward_change
         self.codec, self.change_record, self.limits = codec, change_record, limits
         self.metrics, self.progress = metrics, progress
 
@@ -107,7 +101,7 @@ class CertificateProcessor:
         if partition == record.partition:
             await self._on_change(record, change)
         else:
-            self.outputs.forward_change(partition, key, record.value)
+            await self.forward_change(partition, key, record.value)
 
     async def on_change(self, record: Record) -> None:
         """A record of ``certificate changes``: the authority's, re-keyed."""
@@ -120,37 +114,36 @@ class CertificateProcessor:
         key = change.cert_no.encode()
         self._check_owned(record, key)
         self.progress["status_changes"] += 1
-        state = self._state(record.partition, key)
+        state = self._state(key)
         decision = certificate_side.on_status_change(state, change)
         outcome = "stale" if decision.state is None and decision.fanout is None else "applied"
         self.metrics.certificate_changes.labels(outcome).inc()
-        self._apply(record.partition, change.cert_no, decision)
+        await self._apply(record.partition, change.cert_no, state, decision)
 
     async def on_command(self, record: Record) -> None:
         command = decode_command(record.value)
         if not record.key:
             raise InvalidRecordError("certificate command without a cert_no key")
         self._check_owned(record, record.key)
-        cert_no, partition = record.key.decode(), record.partition
-        state = self._state(partition, record.key)
-        subscriptions = self.tables.subscriptions
+        cert_no = record.key.decode()
+        state = self._state(record.key)
         match command:
-            case Subscribe(listings, token):
-                if listings >= self.partitions.listings:
-                    raise InvalidRecordError(f"subscription names listing partition {listings}")
-                subscriptions.set(partition, subscription_key(cert_no, listings), token.encode())
+            case Subscribe(partition, token):
+                if partition >= self.partitions.listings:
+                    raise InvalidRecordError(f"subscription names listing partition {partition}")
+                self.tables.subscriptions[subscription_key(cert_no, partition)] = token.encode()
                 view = None if state is None else state.view
-                self.outputs.update(listings, record.key, Answer(cert_no, view, token))
+                await self.send_update(partition, record.key, Answer(cert_no, view, token))
                 late = certificate_side.late_expiry_recheck(state)
                 if late is not None:
-                    self.outputs.update(listings, record.key, late)
-            case Unsubscribe(listings, token):
-                key = subscription_key(cert_no, listings)
-                if subscriptions.get(partition, key) == token.encode():
-                    subscriptions.delete(partition, key)
+                    await self.send_update(partition, record.key, late)
+            case Unsubscribe(partition, token):
+                key = subscription_key(cert_no, partition)
+                if self.tables.subscriptions.get(key) == token.encode():
+                    self.tables.subscriptions.pop(key, None)
             case Expire(at_ms):
                 decision = certificate_side.on_expiry(state, at_ms)
-                self._apply(partition, cert_no, decision)
+                await self._apply(record.partition, cert_no, state, decision)
 
     def _check_owned(self, record: Record, cert_key: bytes) -> None:
         """Certificate records are only read on the certificate's own partition, where its state
@@ -164,55 +157,41 @@ class CertificateProcessor:
 
     # -- state -------------------------------------------------------------------------------
 
-    async def after_batch(self) -> None:
-        """Once the batch's re-checks are acknowledged, mark their fan-outs done: one round
-        trip per batch that fanned out, not one per certificate."""
-        if not self._unmarked:
-            return
-        unmarked, self._unmarked = self._unmarked, []
-        await self.outputs.delivered()
-        for partition, key, trigger_id in unmarked:
-            self._mark_done(partition, key, trigger_id)
-
-    def _mark_done(self, partition: int, key: bytes, trigger_id: str) -> None:
-        # Unless a later record of the batch replaced the state: its own fan-out is marked.
-        state = self._state(partition, key)
-        if state is not None and state.fanout_trigger_id == trigger_id and not state.fanout_done:
-            encoded = encode_certificate(certificate_side.mark_fanout_done(state))
-            self.tables.certificates.set(partition, key, encoded)
-
-    def _state(self, partition: int, key: bytes) -> CertState | None:
-        value = self.tables.certificates.get(partition, key)
+    def _state(self, key: bytes) -> CertState | None:
+        value = self.tables.certificates.get(key)
         return None if value is None else decode_certificate(value)
 
-    def _apply(self, partition: int, cert_no: str, decision: CertDecision) -> None:
-        key, certificates = cert_no.encode(), self.tables.certificates
+    async def _apply(
+        self, partition: int, cert_no: str, held: CertState | None, decision: CertDecision
+    ) -> None:
+        """``held`` is the state the decision was made from; the decision's own state, when it
+        has one, replaces it."""
+        key = cert_no.encode()
         if decision.state is not None:
-            certificates.set(partition, key, encode_certificate(decision.state))
+            self.tables.certificates[key] = encode_certificate(decision.state)
         trigger = decision.fanout
         if trigger is None:
             return
         prefix = subscription_prefix(cert_no)
-        listing_partitions = [
-            int(sub_key[len(prefix) :])
-            for sub_key, _ in self.tables.subscriptions.scan(partition, prefix)
+        deliveries = [
+            await self.send_update(int(sub_key[len(prefix) :]), key, trigger)
+            for sub_key, _ in self.tables.scan(self.tables.subscriptions, partition, prefix)
         ]
-        for listings in listing_partitions:
-            self.outputs.update(listings, key, trigger)
-        if listing_partitions:
-            # Marked done only once every partition's re-check is acknowledged, after the
-            # batch (``after_batch``): a crash before leaves the fan-out unfinished, and the
-            # replayed trigger runs it again.
-            self._unmarked.append((partition, key, trigger.trigger_id))
-        else:
-            self._mark_done(partition, key, trigger.trigger_id)
-        self.metrics.fanout_partitions.labels(str(trigger.trigger)).observe(len(listing_partitions))
+        await asyncio.gather(*deliveries)
+        # Written only once every partition's re-check is acknowledged: a crash before this
+        # line leaves the fan-out marked unfinished, and the replayed trigger runs it again.
+        state = decision.state or held
+        if state is not None and not state.fanout_done:
+            self.tables.certificates[key] = encode_certificate(
+                certificate_side.mark_fanout_done(state)
+            )
+        self.metrics.fanout_partitions.labels(str(trigger.trigger)).observe(len(deliveries))
         # Most fan-outs are a certificate's first sighting with nobody waiting for it.
         log.log(
-            logging.INFO if listing_partitions else logging.DEBUG,
+            logging.INFO if deliveries else logging.DEBUG,
             "re-checking the listings of %s (%s %s) on %d listing partition(s)",
             cert_no,
             trigger.trigger,
             trigger.view.status,
-            len(listing_partitions),
+            len(deliveries),
         )

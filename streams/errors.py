@@ -25,9 +25,9 @@ __all__ = [
     "BadMagicError",
     "BrokerConnectionError",
     "CccGuardError",
+    "ChangelogNotAcknowledged",
     "ConfigError",
     "DecodeError",
-    "DeliveryNotAcknowledged",
     "InvalidRecordError",
     "LocalKafkaError",
     "MalformedBodyError",
@@ -44,11 +44,10 @@ class InvalidRecordError(RejectedRecordError):
     kind = "invalid_record"
 
 
-class DeliveryNotAcknowledged(CccGuardError):
-    """Offsets must not be committed: a record written for the input (a table write's changelog
-    record, a verdict, a message of the join) is not, or never will be, acknowledged by the
-    broker. Raised in the commit path (``streams/faust_adapter.py``) and by a fan-out that
-    waits for its deliveries; the worker stops rather than commit past what may be lost."""
+class ChangelogNotAcknowledged(CccGuardError):
+    """Offsets must not be committed: a table write is not (or never will be) in its changelog.
+    Raised in the commit path (``streams/faust_adapter.py``); the worker stops rather than
+    commit past a state change that may be lost."""
 
 
 class StateFormatError(CccGuardError):

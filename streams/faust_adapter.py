@@ -1,14 +1,12 @@
 """The one place that touches Faust internals, and why.
 
-Commits after deliveries: before committing input offsets Faust flushes its producer, and
-aiokafka's flush waits for what was handed to it, but says nothing of a batch that failed; and
-a record sent through Faust's ``ProducerBuffer`` (a queue drained by a task, which table writes
-through the Table API use) may not have reached aiokafka at all, since ``ProducerBuffer.flush``
-gives up when no message went out within 0.1 s. Offsets were then committed ahead of the state
-changes they caused; a crash lost those changes for good (found by the kill test: listings
-recovered to older state and re-emitted older verdicts). ``wait_for_deliveries_on_flush`` makes
-the flush also wait for the ack of every record handed over before it, the outbox's batches
-and the buffer's messages alike, and refuse to commit once one failed.
+Commits after changelogs: a table write is handed to the producer through Faust's
+``ProducerBuffer`` (a queue drained by a task). Before committing input offsets Faust flushes
+that buffer, but ``ProducerBuffer.flush`` gives up when no message went out within 0.1 s and
+returns while the last message taken off the queue is still on its way to aiokafka. Offsets
+were then committed ahead of the state changes they caused; a crash lost those changes for
+good (found by the kill test: listings recovered to older state and re-emitted older verdicts).
+``wait_for_changelog_on_flush`` makes the flush also wait for every buffered write's ack.
 
 Acks only for processed events: Faust acks an event when its stream moves past it, whether or
 not the agent finished it. During a rebalance the stream drops events fetched before it
@@ -46,25 +44,6 @@ a partition that is not active when their batch is handed over, so that record n
 first the broker has (a transaction marker at the committed offset is therefore a hole: read
 again after 5 s, committed past with a warning after 5 minutes; nothing is lost).
 
-Tables past the Table API: Faust ties every table read and write to the partition of the
-stream's current event, and sends each write's changelog record on its own (a FutureMessage, a
-queue, a callback, a persisted-offset write). ccc-guard's agents take events in batches, where
-that current event is not the one being processed, and the profile showed those per-write
-costs as a fifth of the worker. ``StoreTable`` reads and writes a table's store for the
-partition the caller names (RocksDB's ``_db_for_partition``; the in-memory store's dict),
-under the batch's staged writes (``streams/staged.py``), and puts the changelog record in the
-outbox (``streams/outbox.py``); the persisted offset Faust keeps in each RocksDB database is written
-once per delivered changelog batch, as Faust does per record. Records and tombstones are what
-Faust's own writes send, so Faust's recovery and standbys read them unchanged. The Table API
-is still what timers and recovery use: they read the same store.
-
-No per-event stream sensors: Faust's monitor records every event a stream yields (a dict of
-sensor states, a runtime entry, three Prometheus counters), about a tenth of the worker in the
-profile. With batched agents those events are the take buffer's, acked without their state, so
-the runtime histogram stays empty anyway and ``ccc_guard_batch_duration_seconds`` replaces it.
-``drop_stream_event_sensors`` turns those two hooks off; messages received per topic,
-commits, rebalances and the producer's sensors stay.
-
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
 
@@ -81,98 +60,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import faust.streams as faust_streams
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
-from faust.types import TP
 
-from streams.errors import DeliveryNotAcknowledged
-from streams.outbox import BatchProducer, Deliveries, Outbox
+from streams.errors import ChangelogNotAcknowledged
 
 
-class StoreTable:
-    """A Faust table read and written for the partition the caller names (see above), the
-    ``staged.AppliedStore`` under a batch's staged writes; each write's changelog record goes
-    out with the outbox's next flush."""
-
-    def __init__(self, table: Any, outbox: Outbox) -> None:
-        self._table, self._outbox = table, outbox
-        self._changelog = table.changelog_topic.get_topic_name()
-        # Per partition, the writes whose changelog records are not yet acknowledged, in order.
-        self._unacked: dict[int, deque[tuple[bytes, bytes | None]]] = {}
-        outbox.after_delivery(self._changelog, self._delivered)
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        store = self._table.data
-        if isinstance(store, RocksDBStore):
-            value: bytes | None = store._db_for_partition(partition).get(key)
-            return value
-        return store.data.get(key)  # type: ignore[no-any-return]
-
-    def apply(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Send the write to the changelog; the store takes it once the broker has it."""
-        self._outbox.send(self._changelog, partition, key, value)
-        writes = self._unacked.get(partition)
-        if writes is None:
-            writes = self._unacked[partition] = deque()
-        writes.append((key, value))
-
-    def _delivered(self, partition: int, offset: int, count: int) -> None:
-        # The store never holds a write its changelog lacks, and its persisted offset is the
-        # changelog's: Faust's recovery, which re-applies the changelog after that offset over
-        # the store, then cannot set a key back to an older value beside newer ones.
-        writes = self._unacked[partition]
-        store = self._table.data
-        if isinstance(store, RocksDBStore):
-            db = store._db_for_partition(partition)
-            for _ in range(count):
-                key, value = writes.popleft()
-                if value is None:
-                    db.delete(key)
-                else:
-                    db.put(key, value)
-        else:
-            for _ in range(count):
-                key, value = writes.popleft()
-                if value is None:
-                    store.data.pop(key, None)
-                else:
-                    store.data[key] = value
-        # What Faust's ``_on_changelog_sent`` does per record: recovery starts after it.
-        store.set_persisted_offset(TP(self._changelog, partition), offset)
-
-    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Without loading the range into a list: the caller streams it."""
-        store = self._table.data
-        if isinstance(store, RocksDBStore):
-            iterator = store._db_for_partition(partition).iter()
-            iterator.seek(prefix)
-            while iterator.valid():
-                key: bytes = iterator.key()
-                if not key.startswith(prefix):
-                    return
-                yield key, iterator.value()
-                iterator.next()
-        elif isinstance(store, MemoryStore):
-            # No order and every partition in one dict: copy the matching items first, as
-            # the dict may change while the caller awaits.
-            yield from sorted(
-                (k, v)
-                for k, v in store.data.items()
-                if isinstance(k, bytes) and k.startswith(prefix)
-            )
-        else:  # pragma: no cover - only the two stores above are configurable
-            raise TypeError(f"no prefix scan for store {type(store).__name__}")
-
-
-def batch_producer(app: Any) -> BatchProducer:
-    """The aiokafka producer under Faust's: Faust's own offers no batch send."""
-    producer: BatchProducer = app.producer._producer
-    return producer
+def iter_items_with_prefix(
+    table: Any, partition: int, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of ``table`` in ``partition`` whose key starts with ``prefix``, without
+    loading them into a list: the caller streams them."""
+    store = table.data
+    if isinstance(store, RocksDBStore):
+        iterator = store._db_for_partition(partition).iter()
+        iterator.seek(prefix)
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if not key.startswith(prefix):
+                return
+            yield key, iterator.value()
+            iterator.next()
+    elif isinstance(store, MemoryStore):
+        # Copy the matching items first: the dict may change while the caller awaits sends.
+        yield from [
+            (k, v) for k, v in store.data.items() if isinstance(k, bytes) and k.startswith(prefix)
+        ]
+    else:  # pragma: no cover - only the two stores above are configurable
+        raise TypeError(f"no prefix scan for store {type(store).__name__}")
 
 
 def estimate_key_count(table: Any) -> int:
@@ -351,19 +270,6 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
         log.error("reading again failed: %r", task.exception())
 
 
-def drop_stream_event_sensors(monitor: Any) -> None:
-    """Turn off ``monitor``'s per-event stream hooks (see above)."""
-
-    def on_stream_event_in(*args: Any) -> None:
-        return None
-
-    def on_stream_event_out(*args: Any, **kwargs: Any) -> None:
-        return None
-
-    monitor.on_stream_event_in = on_stream_event_in
-    monitor.on_stream_event_out = on_stream_event_out
-
-
 def is_ready(app: Any) -> bool:
     """Partitions assigned and every table recovered: the worker is processing."""
     recovery = app.tables.recovery
@@ -376,22 +282,29 @@ _HOLE_REREAD_S = 5.0
 log = logging.getLogger(__name__)
 
 
-def wait_for_deliveries_on_flush(app: Any, deliveries: Deliveries) -> None:
-    """Make the producer's flush, which precedes every offset commit, wait until every record
-    handed over before it is acknowledged by the broker: the outbox's batches, tracked in
-    ``deliveries``, and any table write handed to Faust's producer buffer (see above). Records
-    handed over while it waits are the next commit's business: waiting for them too would hold
-    commits back for as long as events keep coming."""
+def wait_for_changelog_on_flush(app: Any) -> None:
+    """Make the producer's flush, which precedes every offset commit, wait until each table
+    write handed to Faust's producer buffer before it is acknowledged by the broker (see
+    above). Writes made while it waits are the next commit's business: waiting for them too
+    would hold commits back for as long as events keep coming."""
     buffer = app.producer.buffer
+    unacked: set[asyncio.Future[Any]] = set()
+    failures: list[BaseException] = []
     put, flush = buffer.put, buffer.flush
 
+    def settled(fut: asyncio.Future[Any]) -> None:
+        unacked.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            failures.append(fut.exception())  # type: ignore[arg-type]
+
     def put_tracked(fut: asyncio.Future[Any]) -> None:
-        deliveries.track(fut)
+        unacked.add(fut)
+        fut.add_done_callback(settled)
         put(fut)
 
     async def flush_until_acked() -> None:
         await flush()
-        waiting = set(deliveries.unacked)
+        waiting = set(unacked)
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         # Unbounded while running, like the aiokafka flush that follows (a write fails, and
@@ -401,14 +314,15 @@ def wait_for_deliveries_on_flush(app: Any, deliveries: Deliveries) -> None:
             if app.should_stop:
                 deadline = deadline or loop.time() + _STOPPING_ACK_WAIT_S
                 if loop.time() > deadline:
-                    raise DeliveryNotAcknowledged(
-                        f"{len(waiting)} record batch(es) unacknowledged after "
+                    raise ChangelogNotAcknowledged(
+                        f"{len(waiting)} table write(s) unacknowledged after "
                         f"{_STOPPING_ACK_WAIT_S:.0f}s; offsets are not committed"
                     )
             _, waiting = await asyncio.wait(waiting, timeout=1.0)
-        # Before the commit, and for every commit after it: a state change or output that
-        # never reached the broker must not be committed past. The worker must restart.
-        deliveries.raise_failure()
+        if failures:
+            # Before the commit, and for every commit after it: a state change that never
+            # reached the changelog must not be committed past. The worker must restart.
+            raise ChangelogNotAcknowledged(f"a table write failed: {failures[0]!r}")
 
     buffer.put = put_tracked
     buffer.flush = flush_until_acked

@@ -63,9 +63,8 @@ class Answer:
 @dataclass(frozen=True, slots=True)
 class Reask:
     """From the listing side's re-ask timer to its own partition: ``listing_id`` has awaited
-    certificate answers too long. The timer runs beside the agent, which may be in the middle
-    of a batch or a re-check, so it writes nothing itself: the agent that reads this repairs
-    the claim index and watches and asks again, in order with the listing's other records."""
+    certificate answers too long. A timer may not write tables; the agent that reads this may,
+    so it repairs the claim index and watches and asks again."""
 
     listing_id: str
 

@@ -31,8 +31,8 @@ from streams.join_protocol import (
 from streams.listing_side import ListingState, Outcome, needed
 from streams.metrics import GuardMetrics
 from streams.model import CertTrigger, Verdict
-from streams.processing import PartitionTable, Record
-from streams.reask import AwaitingTracker, ListingKey
+from streams.processing import PrefixScan, Record, Table
+from streams.reask import AwaitingTracker
 from streams.state_codec import (
     cert_partition_key,
     decode_listing,
@@ -40,19 +40,14 @@ from streams.state_codec import (
     encode_listing,
     encode_watch,
 )
-from streams.watches import Answered, CertWatch, late_expiry, on_answer, on_trigger
+from streams.watches import CertWatch, late_expiry, on_answer, on_trigger
 from topics.codecs import AvroCodec
 
 # Faust's in-memory store drops keys whose recovered value is falsy, so never store b"".
 _CLAIMED = b"1"
-# Listings decided between two pauses of an answer or re-check for many claimers.
-_PAUSE_EVERY = 1000
 
-SendVerdict = Callable[[bytes, Verdict], None]
-SendCommand = Callable[[str, CertificateCommand], None]
-# Hand what was sent so far to the producer and let the event loop run: a long re-check must
-# neither hold every output in memory nor starve heartbeats.
-Pause = Callable[[], Awaitable[None]]
+SendVerdict = Callable[[bytes, Verdict], Awaitable[None]]
+SendCommand = Callable[[str, CertificateCommand], Awaitable[None]]
 Clock = Callable[[], int]
 watch_key = cert_partition_key
 
@@ -70,16 +65,16 @@ def claim_key(cert_no: str, partition: int, listing_id: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ListingTables:
-    listings: PartitionTable
-    claims: PartitionTable
-    watches: PartitionTable
+    listings: Table
+    claims: Table
+    watches: Table
+    scan: PrefixScan
 
 
 @dataclass(frozen=True, slots=True)
 class ListingOutputs:
     verdict: SendVerdict  # keyed by listing_id
     command: SendCommand  # to the certificate's own partition
-    pause: Pause
 
 
 class ListingProcessor:
@@ -111,70 +106,61 @@ class ListingProcessor:
         event = validation.listing_event(decoded, record.key, self.limits)
         self.progress["listing_events"] += 1
         self.metrics.listing_events.labels(str(event.event_type)).inc()
-        state = self._state(record.partition, event.listing_id.encode())
+        key = event.listing_id.encode()
+        state = self._state(key)
         before = needed(state)
         outcome = listing_side.on_listing_event(
             state, event, self.clock(), record.offset, record.partition
         )
-        self._settle(record.partition, event.listing_id, before, outcome)
+        await self._settle(record.partition, event.listing_id, before, outcome)
 
     async def on_update(self, record: Record) -> None:
         match decode_update(record.value):
             case Answer() as answer:
-                await self._on_answer(record.partition, record.offset, answer)
+                await self._on_answer(record.partition, answer)
             case CertTrigger() as trigger:
                 await self._on_trigger(record.partition, trigger)
             case Reask(listing_id):
-                self._on_reask(record.partition, listing_id)
+                await self._on_reask(record.partition, listing_id)
 
-    async def _on_answer(self, partition: int, offset: int, answer: Answer) -> None:
+    async def _on_answer(self, partition: int, answer: Answer) -> None:
         key = watch_key(answer.cert_no, partition)
-        watch = self._watch(partition, key)
-        answered = (
-            Answered.STALE if watch is None else on_answer(watch, answer.token, answer.view, offset)
-        )
-        if watch is None or answered is Answered.STALE:
+        watch = self._watch(key)
+        if watch is None or not on_answer(watch, answer.token, answer.view):
             self.progress["stale_answers"] += 1
             return
-        self.tables.watches.set(partition, key, encode_watch(watch))
-        only_awaiting = answered is Answered.REPEAT
+        self.tables.watches[key] = encode_watch(watch)
         # The certificate side follows a late expiry with its own re-check: not applied here.
-        for n, (listing_id, state) in enumerate(self._claimers(partition, answer.cert_no), 1):
-            if only_awaiting and answer.cert_no not in state.awaiting:
-                continue
+        for listing_id, state in self._claimers(partition, answer.cert_no):
             before = needed(state)
             outcome = listing_side.on_certificate_answer(
                 state, listing_id, answer.cert_no, watch.view, self.clock()
             )
-            self._settle(partition, listing_id, before, outcome)
-            if n % _PAUSE_EVERY == 0:
-                await self.outputs.pause()
+            await self._settle(partition, listing_id, before, outcome)
 
-    def _on_reask(self, partition: int, listing_id: str) -> None:
+    async def _on_reask(self, partition: int, listing_id: str) -> None:
         """Ask again for every answer the listing awaits, after repairing what a lost write
         may have left out: every claim index entry it needs is written again, a watch it
         lacks is opened, and one not answered yet subscribes again with its token."""
-        state = self._state(partition, listing_id.encode())
+        state = self._state(listing_id.encode())
         if state is None or not state.awaiting:
             return
-        self._settle(partition, listing_id, set(), listing_side.reask(state))
+        outcome = listing_side.reask(state)
+        await self._settle(partition, listing_id, set(), outcome)
 
     async def _on_trigger(self, partition: int, trigger: CertTrigger) -> None:
         key = watch_key(trigger.cert_no, partition)
-        watch = self._watch(partition, key)
+        watch = self._watch(key)
         if watch is None:
             return  # no listing of this partition claims it any more
         on_trigger(watch, trigger)
-        self.tables.watches.set(partition, key, encode_watch(watch))
+        self.tables.watches[key] = encode_watch(watch)
         started, rechecked = self.clock(), 0
-        for rechecked, (listing_id, state) in enumerate(
-            self._claimers(partition, trigger.cert_no), 1
-        ):
+        for listing_id, state in self._claimers(partition, trigger.cert_no):
             before = needed(state)
             outcome = listing_side.on_recheck(state, listing_id, trigger, self.clock())
-            self._settle(partition, listing_id, before, outcome)
-            if rechecked % _PAUSE_EVERY == 0:
-                await self.outputs.pause()
+            await self._settle(partition, listing_id, before, outcome)
+            rechecked += 1
         self.progress["rechecks"] += rechecked
         self.metrics.fanout_listings.labels(str(trigger.trigger)).observe(rechecked)
         self.metrics.fanout_seconds.labels(str(trigger.trigger)).observe(
@@ -183,7 +169,9 @@ class ListingProcessor:
 
     # -- state -------------------------------------------------------------------------------
 
-    def _settle(self, partition: int, listing_id: str, before: set[str], outcome: Outcome) -> None:
+    async def _settle(
+        self, partition: int, listing_id: str, before: set[str], outcome: Outcome
+    ) -> None:
         """Write what ``outcome`` says, after deciding at once what the partition's watches
         can decide: a certificate awaited that is watched and answered here needs no round
         trip. Then the claims index follows what the listing needs, watches open for the
@@ -191,51 +179,46 @@ class ListingProcessor:
         state, verdicts, changed = outcome.state, list(outcome.verdicts), outcome.changed
         if state is not None:
             for cert_no in sorted(state.awaiting):
-                answered = self._watched(partition, listing_id, state, cert_no, outcome)
+                answered = await self._watched(partition, listing_id, state, cert_no, outcome)
                 if answered is not None:
                     state, changed = answered.state, True
                     verdicts.extend(answered.verdicts)
                     if state is None:
                         break
         after = needed(state)
-        claims = self.tables.claims
         for cert_no in sorted(after - before):
-            claims.set(partition, claim_key(cert_no, partition, listing_id), _CLAIMED)
+            self.tables.claims[claim_key(cert_no, partition, listing_id)] = _CLAIMED
         for cert_no in sorted(before - after):
-            claims.delete(partition, claim_key(cert_no, partition, listing_id))
-            self._close_if_unclaimed(partition, cert_no)
+            self.tables.claims.pop(claim_key(cert_no, partition, listing_id), None)
+            await self._close_if_unclaimed(partition, cert_no)
         key = listing_id.encode()
         if changed:
             if state is None:
-                self.tables.listings.delete(partition, key)
+                self.tables.listings.pop(key, None)
             else:
-                self.tables.listings.set(partition, key, encode_listing(state))
-            self.awaiting.track((partition, key), state is not None and bool(state.awaiting))
+                self.tables.listings[key] = encode_listing(state)
+            self.awaiting.track(key, state is not None and bool(state.awaiting))
         for verdict in verdicts:
             self.progress[f"verdicts_{verdict.action.lower()}"] += 1
-            self.outputs.verdict(key, verdict)
+            await self.outputs.verdict(key, verdict)
             self.metrics.verdict(verdict, self.clock())
 
-    def _watched(
+    async def _watched(
         self, partition: int, listing_id: str, state: ListingState, cert_no: str, asked: Outcome
     ) -> Outcome | None:
         """The listing awaits ``cert_no``: the outcome of answering it from the partition's
         watch, if that is answered; else None, after opening the watch (subscribing) if there
         is none, or asking again if the outcome asks again (a replayed event)."""
         key = watch_key(cert_no, partition)
-        watch = self._watch(partition, key)
+        watch = self._watch(key)
         if watch is None:
             watch = CertWatch(state.awaiting[cert_no])
-            self.tables.watches.set(partition, key, encode_watch(watch))
-            self.outputs.command(cert_no, Subscribe(partition, watch.token))
+            self.tables.watches[key] = encode_watch(watch)
+            await self.outputs.command(cert_no, Subscribe(partition, watch.token))
             return None
         if not watch.answered:
-            if (
-                asked.asks_again
-                and cert_no in asked.subscribe
-                and self.awaiting.resubscribe_due(key)
-            ):
-                self.outputs.command(cert_no, Subscribe(partition, watch.token))
+            if asked.asks_again and cert_no in asked.subscribe:
+                await self.outputs.command(cert_no, Subscribe(partition, watch.token))
             return None
         outcome = listing_side.on_certificate_answer(
             state, listing_id, cert_no, watch.view, self.clock()
@@ -253,42 +236,40 @@ class ListingProcessor:
             changed=outcome.changed or rechecked.changed,
         )
 
-    def _close_if_unclaimed(self, partition: int, cert_no: str) -> None:
-        claims = self.tables.claims.scan(partition, claim_prefix(cert_no, partition))
+    async def _close_if_unclaimed(self, partition: int, cert_no: str) -> None:
+        claims = self.tables.scan(self.tables.claims, partition, claim_prefix(cert_no, partition))
         if next(claims, None) is not None:
             return
         key = watch_key(cert_no, partition)
-        watch = self._watch(partition, key)
+        watch = self._watch(key)
         if watch is not None:
-            self.tables.watches.delete(partition, key)
-            self.outputs.command(cert_no, Unsubscribe(partition, watch.token))
+            self.tables.watches.pop(key, None)
+            await self.outputs.command(cert_no, Unsubscribe(partition, watch.token))
 
     def _claimers(self, partition: int, cert_no: str) -> Iterator[tuple[str, ListingState]]:
         """The listings of ``partition`` that need ``cert_no``, with their state, read as they
         come (the scan is safe to write behind)."""
         prefix = claim_prefix(cert_no, partition)
-        for key, _ in self.tables.claims.scan(partition, prefix):
+        for key, _ in self.tables.scan(self.tables.claims, partition, prefix):
             listing_id = key[len(prefix) :].decode()
-            state = self._state(partition, listing_id.encode())
+            state = self._state(listing_id.encode())
             if state is not None:
                 yield listing_id, state
 
-    def _state(self, partition: int, key: bytes) -> ListingState | None:
-        value = self.tables.listings.get(partition, key)
+    def _state(self, key: bytes) -> ListingState | None:
+        value = self.tables.listings.get(key)
         return None if value is None else decode_listing(value)
 
-    def _watch(self, partition: int, key: bytes) -> CertWatch | None:
-        value = self.tables.watches.get(partition, key)
+    def _watch(self, key: bytes) -> CertWatch | None:
+        value = self.tables.watches.get(key)
         return None if value is None else decode_watch(value)
 
     # -- the re-ask timer --------------------------------------------------------------------
 
-    def reask_request(self, listing: ListingKey) -> tuple[Reask, int] | None:
-        """What the re-ask timer sends, to the listing's partition, for a listing that has
-        awaited answers too long, and how many answers it asks again; None if it awaits
-        nothing."""
-        partition, key = listing
-        state = self._state(partition, key)
-        if state is None or not state.awaiting:
+    def reask_request(self, key: bytes) -> tuple[int, Reask, int] | None:
+        """What the re-ask timer sends for a listing that has awaited answers too long: to
+        which partition, and how many answers it asks again; None if it awaits nothing."""
+        state = self._state(key)
+        if state is None or not state.awaiting or state.partition < 0:
             return None
-        return Reask(key.decode()), len(state.awaiting)
+        return state.partition, Reask(key.decode()), len(state.awaiting)

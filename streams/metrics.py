@@ -98,13 +98,6 @@ class GuardMetrics:
             ["outcome"],
             registry=registry,
         )
-        self.batch_seconds = Histogram(
-            "ccc_guard_batch_duration_seconds",
-            "Time an agent spends on one batch of input events, outputs handed over included.",
-            ["agent"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-            registry=registry,
-        )
         self.fanout_partitions = Histogram(
             "ccc_guard_recheck_fanout_partitions",
             "Listing partitions one certificate change or expiry was sent to (one each).",

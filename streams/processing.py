@@ -1,14 +1,13 @@
 """What the join's processors see of the stream processor: one record with its place in the
-log, tables as byte maps addressed by partition, and outputs. Faust provides them in production
-(``streams/topology.py``); dicts and lists provide them in the in-process tests, so the handlers
-run without a broker.
+log, tables as byte maps, and outputs. Faust provides them in production (``streams/topology.py``);
+plain dicts and lists provide them in the in-process tests, so the handlers run without a broker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +22,11 @@ class Record:
     value: bytes
 
 
-class PartitionTable(Protocol):
-    """A table whose every read and write names the partition it belongs to, as a RocksDB store
-    of one database per partition does: handlers say which partition they work on rather
-    than leave it to the stream processor's current event."""
+# A table of the partition being processed: Faust's tables are mutable mappings, and so is a
+# dict in the in-process tests.
+Table = MutableMapping[bytes, bytes]
 
-    def get(self, partition: int, key: bytes) -> bytes | None: ...
 
-    def set(self, partition: int, key: bytes, value: bytes) -> None: ...
-
-    def delete(self, partition: int, key: bytes) -> None: ...
-
-    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) of ``partition`` whose key starts with ``prefix``, in key order; safe to
-        iterate while the caller writes and awaits."""
-        ...
+# (table, partition, prefix) -> the (key, value) pairs of that partition whose key starts with
+# the prefix, in key order; safe to iterate while the caller writes and awaits.
+PrefixScan = Callable[[Any, int, bytes], Iterator[tuple[bytes, bytes]]]

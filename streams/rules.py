@@ -6,7 +6,6 @@ input decides the same way.
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -40,9 +39,6 @@ _REASON_ORDER = {reason: index for index, reason in enumerate(VerdictReason)}
 _VERDICT_NAMESPACE = uuid.UUID("6f1c2a0e-3c1b-5e7d-9a55-0c3c3c6e7d01")
 
 
-# Asked of every claimed number several times per listing decision: the same few hundred
-# thousand numbers, so a cache saves the regex (a seventh of the handlers' time).
-@functools.lru_cache(maxsize=1 << 18)
 def is_well_formed_cert_no(cert_no: str) -> bool:
     match = _CERT_NO.fullmatch(cert_no)
     return match is not None and int(match["year"]) >= _FIRST_CCC_YEAR

@@ -266,27 +266,6 @@ class Settings:
         _non_negative_int,
         "How long the producer waits to batch records; trades latency for throughput.",
     )
-    batch_max_events: int = _setting(
-        "CCC_BATCH_MAX_EVENTS",
-        "1",
-        _positive_int,
-        "Most input events an agent processes as one batch, whose outputs and table writes go "
-        "to the producer together.",
-    )
-    batch_wait_ms: int = _setting(
-        "CCC_BATCH_WAIT_MS",
-        "5",
-        _positive_int,
-        "How long an agent waits for a batch to fill before it processes what it has: the most "
-        "a batch adds to a verdict's latency.",
-    )
-    producer_max_batch_bytes: int = _setting(
-        "CCC_PRODUCER_MAX_BATCH_BYTES",
-        "262144",
-        _positive_int,
-        "Largest record batch the producer sends to one partition; keep it under the broker's "
-        "message.max.bytes.",
-    )
     expiry_sweep_interval_s: float = _setting(
         "CCC_EXPIRY_SWEEP_INTERVAL_SECONDS",
         "60",
@@ -377,10 +356,6 @@ class Settings:
             partitions=self.partitions,
             replication_factor=self.replication_factor,
         )
-
-    @property
-    def batch_wait_s(self) -> float:
-        return self.batch_wait_ms / 1000
 
     @property
     def uses_sasl(self) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from streams.faust_adapter import drop_stream_event_sensors, is_ready
+from streams.faust_adapter import is_ready
 from streams.metrics import ConsumerLagCollector, GuardMetrics
 
 
@@ -26,7 +26,6 @@ def install_web(app: Any, consumed_topics: Iterable[str]) -> GuardMetrics:
     registry = CollectorRegistry()
     # A fixed prefix keeps Faust's metric names the same whatever CCC_APP_ID is.
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
-    drop_stream_event_sensors(app.monitor)
     registry.register(ConsumerLagCollector(app, consumed_topics))
     metrics = GuardMetrics(registry)
     metrics.ready.set_function(lambda: 1.0 if is_ready(app) else 0.0)

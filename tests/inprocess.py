@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry
 
 from streams import validation
 from streams.certificate_processor import (
-    CertificateOutputs,
     CertificatePartitions,
     CertificateProcessor,
     CertificateTables,
@@ -63,25 +62,12 @@ PARTITIONERS: dict[str, Partitioner] = {
 }
 
 
-@dataclass
-class DictTable:
-    """One dict for every partition, as Faust's in-memory store keeps them: a key that does not
-    carry its partition is met on every partition, so the tests catch a handler relying on a
-    per-partition store. Scans are sorted like RocksDB's, and copied so the caller may write."""
-
-    data: dict[bytes, bytes]
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, partition: int, key: bytes, value: bytes) -> None:
-        self.data[key] = value
-
-    def delete(self, partition: int, key: bytes) -> None:
-        self.data.pop(key, None)
-
-    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return iter(sorted((k, v) for k, v in self.data.items() if k.startswith(prefix)))
+def dict_scan(
+    table: dict[bytes, bytes], partition: int, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    # Keys are unique across partitions (those that need it carry the partition), as in
+    # Faust's in-memory store; sorted like RocksDB's, copied so the caller may write.
+    return iter(sorted((k, v) for k, v in table.items() if k.startswith(prefix)))
 
 
 @dataclass
@@ -113,6 +99,12 @@ class Topic:
         self.read = list(self.committed)
 
 
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
 class InProcessJoin:
     """Both sides of the join on ``partitions`` partitions, fed by a producer that uses
     ``partitioner``; ``verdicts`` collects every verdict sent."""
@@ -133,10 +125,8 @@ class InProcessJoin:
         metrics = GuardMetrics(CollectorRegistry())
         self.awaiting = AwaitingTracker(30.0)
         self.listing_side = ListingProcessor(
-            ListingTables(
-                DictTable(self.listings), DictTable(self.claims), DictTable(self.watches)
-            ),
-            ListingOutputs(self._verdict, self._command, self._delivered),
+            ListingTables(self.listings, self.claims, self.watches, dict_scan),
+            ListingOutputs(self._verdict, self._command),
             CODEC,
             "ListingEvent",
             LIMITS,
@@ -146,8 +136,9 @@ class InProcessJoin:
             self.clock,
         )
         self.certificate_side = CertificateProcessor(
-            CertificateTables(DictTable(self.certificates), DictTable(self.subscriptions)),
-            CertificateOutputs(self._update, self._forward, self._delivered),
+            CertificateTables(self.certificates, self.subscriptions, dict_scan),
+            self._update,
+            self._forward,
             CertificatePartitions(partitions, partitions),
             CODEC,
             "CertificateStatusChanged",
@@ -173,22 +164,20 @@ class InProcessJoin:
 
     # -- ccc-guard's sends ------------------------------------------------------------------
 
-    def _verdict(self, key: bytes, verdict: Verdict) -> None:
+    async def _verdict(self, key: bytes, verdict: Verdict) -> None:
         self.verdicts.append(verdict)
 
-    def _command(self, cert_no: str, command: CertificateCommand) -> None:
+    async def _command(self, cert_no: str, command: CertificateCommand) -> None:
         key = cert_no.encode()
         partition = self.certificate_side.partition_of(key)
         self.topics["commands"].append(partition, key, encode_command(command))
 
-    def _update(self, partition: int, key: bytes, update: ListingUpdate) -> None:
+    async def _update(self, partition: int, key: bytes, update: ListingUpdate) -> Any:
         self.topics["updates"].append(partition, key, encode_update(update))
+        return _done()
 
-    def _forward(self, partition: int, key: bytes, value: bytes) -> None:
+    async def _forward(self, partition: int, key: bytes, value: bytes) -> None:
         self.topics["changes"].append(partition, key, value)
-
-    async def _delivered(self) -> None:
-        """Sends here are in the log at once: delivered as soon as sent."""
 
     # -- processing -------------------------------------------------------------------------
 
@@ -215,7 +204,6 @@ class InProcessJoin:
         key, value = log.logs[partition][offset]
         record = Record(topic, partition, offset, key, value)
         await self.handler(topic)(record)
-        await self.certificate_side.after_batch()  # each record is a batch of its own here
         log.read[partition] = offset + 1
         return record
 

@@ -6,23 +6,18 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from faust.sensors import Monitor
-from faust.types import TP as TopicPartition
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
 from streams import faust_adapter
-from streams.errors import DeliveryNotAcknowledged
+from streams.errors import ChangelogNotAcknowledged
 from streams.faust_adapter import (
     ProcessedAcks,
     commit_only_contiguous,
-    drop_stream_event_sensors,
-    wait_for_deliveries_on_flush,
+    wait_for_changelog_on_flush,
 )
-from streams.outbox import Deliveries
 
 
 @dataclass
@@ -115,30 +110,10 @@ class Producer:
     buffer: Buffer = field(default_factory=Buffer)
 
 
-def with_buffer(deliveries: Deliveries | None = None) -> tuple[App, Buffer]:
+def with_buffer() -> tuple[App, Buffer]:
     app = App(producer=Producer())
-    wait_for_deliveries_on_flush(app, deliveries or Deliveries())
+    wait_for_changelog_on_flush(app)
     return app, app.producer.buffer
-
-
-def test_flush_waits_for_the_outboxs_batches_and_refuses_after_a_failed_one() -> None:
-    asyncio.run(flush_waits_for_the_outboxs_batches())
-
-
-async def flush_waits_for_the_outboxs_batches() -> None:
-    deliveries = Deliveries()
-    _, buffer = with_buffer(deliveries)
-    loop = asyncio.get_running_loop()
-    verdicts, changelog = loop.create_future(), loop.create_future()
-    deliveries.track(verdicts)
-    deliveries.track(changelog)
-    flush = asyncio.create_task(buffer.flush())
-    verdicts.set_result("acked")
-    await asyncio.sleep(0.05)
-    assert not flush.done()  # a changelog batch is still on its way: no commit
-    changelog.set_exception(RuntimeError("not leader"))
-    with pytest.raises(DeliveryNotAcknowledged, match="not leader"):
-        await asyncio.wait_for(flush, 2)
 
 
 def test_flush_waits_until_every_buffered_write_is_acknowledged() -> None:
@@ -169,9 +144,9 @@ async def flush_raises_for_a_failed_write() -> None:
     failed = asyncio.get_running_loop().create_future()
     buffer.put(failed)
     failed.set_exception(RuntimeError("broker said no"))
-    with pytest.raises(DeliveryNotAcknowledged, match="broker said no"):
+    with pytest.raises(ChangelogNotAcknowledged, match="broker said no"):
         await buffer.flush()
-    with pytest.raises(DeliveryNotAcknowledged):
+    with pytest.raises(ChangelogNotAcknowledged):
         await buffer.flush()  # and for every commit after it: the worker must restart
 
 
@@ -392,7 +367,7 @@ def test_a_stopping_worker_waits_for_acks_only_so_long(monkeypatch: pytest.Monke
 
     async def flush_with_the_broker_gone() -> None:
         buffer.put(asyncio.get_running_loop().create_future())
-        with pytest.raises(DeliveryNotAcknowledged, match="not committed"):
+        with pytest.raises(ChangelogNotAcknowledged, match="not committed"):
             await asyncio.wait_for(buffer.flush(), 5)
 
     asyncio.run(flush_with_the_broker_gone())
@@ -419,17 +394,3 @@ def test_after_a_rebalance_a_partition_never_committed_is_read_from_its_start() 
     asyncio.run(book.perform_seek())
     # The changelog is the tables' business (recovery), not the streams'.
     assert book.read_again == [{INTERNAL: 0}]
-
-
-def test_stream_event_sensors_are_off_and_message_sensors_stay() -> None:
-    monitor = Monitor()
-    drop_stream_event_sensors(monitor)
-    tp = TopicPartition("ccc.listing.events", 3)
-    stream: Any = object()
-    event: Any = object()
-    message: Any = SimpleNamespace(time_in=None)  # all the message hook reads of it
-    assert monitor.on_stream_event_in(tp, 7, stream, event) is None
-    monitor.on_stream_event_out(tp, 7, stream, event, None)
-    assert monitor.events_total == 0
-    monitor.on_message_in(tp, 7, message)
-    assert monitor.messages_received_by_topic["ccc.listing.events"] == 1

@@ -21,7 +21,6 @@ from streams.join_protocol import (
 from streams.listing_processor import claim_key
 from streams.listing_side import PendingCheck
 from streams.model import CertTrigger, VerdictAction, VerdictReason
-from streams.processing import Record
 from streams.rules import evaluate
 from streams.state_codec import decode_certificate, decode_listing, encode_listing
 from tests.builders import cert_no, listing_event, status_change
@@ -259,16 +258,16 @@ def test_the_reask_repairs_a_listing_recovered_awaiting_without_its_watch_or_cla
     join.claims.clear()
     join.watches.clear()
 
-    request = join.listing_side.reask_request((2, key))
+    request = join.listing_side.reask_request(key)
     assert request is not None
-    reask, answers = request
-    assert answers == 1
-    join.topics["updates"].append(2, key, encode_update(reask))
+    partition, reask, answers = request
+    assert (partition, answers) == (2, 1)
+    join.topics["updates"].append(partition, key, encode_update(reask))
     join.run_sync()
     assert join.verdicts[-1].verdict_id == allowed.verdict_id  # decided, same verdict id
     assert claim_key(cert, 2, lid) in join.claims
     assert not decode_listing(join.listings[key]).awaiting
-    assert join.listing_side.reask_request((2, key)) is None
+    assert join.listing_side.reask_request(key) is None
 
 
 def test_the_authority_feed_takes_a_hop_only_when_its_producer_partitioned_elsewhere() -> None:
@@ -284,71 +283,3 @@ def test_the_authority_feed_takes_a_hop_only_when_its_producer_partitioned_elsew
         join.run_sync()
         assert len(join.topics["changes"].sent) == hops, name
         assert cert.encode() in join.certificates
-
-
-def test_a_repeated_answer_decides_only_the_claimers_still_awaiting_and_a_replay_all() -> None:
-    join = InProcessJoin()
-    cert = cert_no()
-    listings = _at(join, 3, 20)
-    for lid in listings:  # all before the certificate: they wait on one subscription
-        join.publish_listing(listing_event(lid, [cert]))
-    join.publish_certificate(status_change(cert))
-    join.run_sync()
-    assert sorted(v.listing_id for v in join.verdicts) == sorted(listings)
-    [answer] = [(k, v) for p, k, v in join.topics["updates"].sent if p == 3]
-    join.commit()
-
-    # A re-ask's subscription brings the same answer again, later in the partition: only a
-    # listing that still awaits the certificate (here: as if its answer write was lost) is
-    # decided; the others' verdicts are not said again.
-    key = listings[0].encode()
-    state = decode_listing(join.listings[key])
-    state.awaiting = {cert: "t-lost"}
-    state.pending = [PendingCheck("E-again", 0, (cert,), "0907")]
-    join.listings[key] = encode_listing(state)
-    join.topics["updates"].append(3, *answer)
-    verdicts = len(join.verdicts)
-    join.run_sync()
-    assert [v.listing_id for v in join.verdicts[verdicts:]] == [listings[0]]
-    join.commit()
-
-    # A crash replays the first answer itself: every claimer's verdict is said again.
-    join.topics["updates"].committed[3] = 0
-    join.crash()
-    verdicts = len(join.verdicts)
-    join.run_sync()
-    said_again = [v.listing_id for v in join.verdicts[verdicts:]]
-    assert set(listings) <= set(said_again)
-
-
-def test_fan_outs_of_a_batch_are_marked_done_after_it_and_never_over_a_newer_state() -> None:
-    async def run() -> None:
-        join = InProcessJoin()
-        cert = cert_no()
-        [lid] = _at(join, 2, 1)
-        join.publish_certificate(status_change(cert))
-        join.publish_listing(listing_event(lid, [cert]))
-        await join.run()
-        side, key = join.certificate_side, cert.encode()
-        join.publish_certificate(status_change(cert, "SUSPENDED", version=2))
-        join.publish_certificate(status_change(cert, "REVOKED", version=3))
-        # Both changes in one batch: each fans out to partition 2, neither is marked yet.
-        for _ in range(2):
-            await side.on_authority_change(await _next_status(join))
-        state = decode_certificate(join.certificates[key])
-        assert (state.view.version, state.fanout_done) == (3, False)
-        await side.after_batch()
-        state = decode_certificate(join.certificates[key])
-        assert (state.view.status, state.view.version, state.fanout_done) == ("REVOKED", 3, True)
-
-    asyncio.run(run())
-
-
-async def _next_status(join: InProcessJoin) -> Record:
-    """The next authority record, read as the certificate agent would, without its batch end."""
-    log = join.topics["status"]
-    [partition] = [p for p in range(join.partitions) if log.unread(p)][:1]
-    offset = log.read[partition]
-    key, value = log.logs[partition][offset]
-    log.read[partition] = offset + 1
-    return Record("status", partition, offset, key, value)

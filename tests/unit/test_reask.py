@@ -22,63 +22,63 @@ def tracker(after_s: float = 30.0) -> tuple[AwaitingTracker, FakeClock]:
 
 def test_a_listing_is_due_after_the_wait_and_not_before() -> None:
     awaiting, clock = tracker()
-    awaiting.track((1, b"L-1"), awaiting=True)
+    awaiting.track(b"L-1", awaiting=True)
     clock.now += 29.9
     assert awaiting.due(10) == []
     clock.now += 0.1
-    assert awaiting.due(10) == [(1, b"L-1")]
+    assert awaiting.due(10) == [b"L-1"]
 
 
 def test_an_answered_listing_is_forgotten() -> None:
     awaiting, clock = tracker()
-    awaiting.track((1, b"L-1"), awaiting=True)
-    awaiting.track((1, b"L-1"), awaiting=False)
+    awaiting.track(b"L-1", awaiting=True)
+    awaiting.track(b"L-1", awaiting=False)
     clock.now += 60
     assert awaiting.due(10) == [] and len(awaiting) == 0
 
 
 def test_a_running_clock_is_not_restarted_by_later_changes() -> None:
     awaiting, clock = tracker()
-    awaiting.track((1, b"L-1"), awaiting=True)
+    awaiting.track(b"L-1", awaiting=True)
     clock.now += 20
-    awaiting.track((1, b"L-1"), awaiting=True)  # answered one certificate, awaits another
+    awaiting.track(b"L-1", awaiting=True)  # answered one certificate, awaits another
     clock.now += 10
-    assert awaiting.due(10) == [(1, b"L-1")]
+    assert awaiting.due(10) == [b"L-1"]
 
 
 def test_reasks_back_off_doubling_up_to_the_cap() -> None:
     awaiting, clock = tracker(after_s=100.0)
-    awaiting.track((1, b"L-1"), awaiting=True)
+    awaiting.track(b"L-1", awaiting=True)
     waits = []
     for _ in range(6):
         started = clock.now
         while awaiting.due(1) == []:
             clock.now += 1
         waits.append(clock.now - started)
-        awaiting.asked((1, b"L-1"))
+        awaiting.asked(b"L-1")
     assert waits == [100, 200, 400, MAX_WAIT_S, MAX_WAIT_S, MAX_WAIT_S]
 
 
 def test_a_round_takes_the_longest_overdue_first_up_to_the_limit() -> None:
     awaiting, clock = tracker()
     for n in range(5):
-        awaiting.track((n % 3, f"L-{n}".encode()), awaiting=True)
+        awaiting.track(f"L-{n}".encode(), awaiting=True)
         clock.now += 1
     clock.now += 30
-    assert awaiting.due(2) == [(0, b"L-0"), (1, b"L-1")]
+    assert awaiting.due(2) == [b"L-0", b"L-1"]
 
 
 def test_a_rebuild_keeps_running_clocks_and_drops_listings_no_longer_here() -> None:
     awaiting, clock = tracker()
-    awaiting.track((0, b"kept"), awaiting=True)
-    awaiting.track((0, b"moved"), awaiting=True)
+    awaiting.track(b"kept", awaiting=True)
+    awaiting.track(b"moved", awaiting=True)
     clock.now += 20
-    awaiting.replace([(0, b"kept"), (0, b"recovered")])
-    assert (0, b"moved") not in awaiting
+    awaiting.replace([b"kept", b"recovered"])
+    assert b"moved" not in awaiting
     clock.now += 10
-    assert awaiting.due(10) == [(0, b"kept")]
+    assert awaiting.due(10) == [b"kept"]
     clock.now += 20
-    assert awaiting.due(10) == [(0, b"kept"), (0, b"recovered")]
+    assert awaiting.due(10) == [b"kept", b"recovered"]
 
 
 def test_the_cheap_awaiting_check_agrees_with_decoding() -> None:
@@ -97,20 +97,9 @@ def test_the_cheap_awaiting_check_agrees_with_decoding() -> None:
 
 def test_a_rebuild_keeps_listings_that_began_waiting_during_the_scan() -> None:
     awaiting, clock = tracker()
-    awaiting.track((0, b"before"), awaiting=True)
+    awaiting.track(b"before", awaiting=True)
     clock.now += 5
     scan_started = clock()
-    awaiting.track((0, b"during"), awaiting=True)  # the scan had already passed its key
+    awaiting.track(b"during", awaiting=True)  # the scan had already passed its key
     awaiting.replace([], tracked_since=scan_started)
-    assert (0, b"during") in awaiting and (0, b"before") not in awaiting
-
-
-def test_a_watch_subscribes_again_at_most_once_per_wait() -> None:
-    awaiting, clock = tracker(after_s=30.0)
-    watch = b"2017010907948411\x003"
-    assert awaiting.resubscribe_due(watch)
-    clock.now += 29
-    assert not awaiting.resubscribe_due(watch)  # another claimer asking again in the window
-    assert awaiting.resubscribe_due(b"2017010907948411\x004")  # another partition's watch
-    clock.now += 1
-    assert awaiting.resubscribe_due(watch)
+    assert b"during" in awaiting and b"before" not in awaiting
