@@ -40,7 +40,7 @@ from streams.state_codec import (
     encode_listing,
     encode_watch,
 )
-from streams.watches import CertWatch, late_expiry, on_answer, on_trigger
+from streams.watches import Answered, CertWatch, late_expiry, on_answer, on_trigger
 from topics.codecs import AvroCodec
 
 # Faust's in-memory store drops keys whose recovered value is falsy, so never store b"".
@@ -117,21 +117,27 @@ class ListingProcessor:
     async def on_update(self, record: Record) -> None:
         match decode_update(record.value):
             case Answer() as answer:
-                await self._on_answer(record.partition, answer)
+                await self._on_answer(record.partition, record.offset, answer)
             case CertTrigger() as trigger:
                 await self._on_trigger(record.partition, trigger)
             case Reask(listing_id):
                 await self._on_reask(record.partition, listing_id)
 
-    async def _on_answer(self, partition: int, answer: Answer) -> None:
+    async def _on_answer(self, partition: int, offset: int, answer: Answer) -> None:
         key = watch_key(answer.cert_no, partition)
         watch = self._watch(key)
-        if watch is None or not on_answer(watch, answer.token, answer.view):
+        answered = (
+            Answered.STALE if watch is None else on_answer(watch, answer.token, answer.view, offset)
+        )
+        if watch is None or answered is Answered.STALE:
             self.progress["stale_answers"] += 1
             return
         self.tables.watches[key] = encode_watch(watch)
+        only_awaiting = answered is Answered.REPEAT
         # The certificate side follows a late expiry with its own re-check: not applied here.
         for listing_id, state in self._claimers(partition, answer.cert_no):
+            if only_awaiting and answer.cert_no not in state.awaiting:
+                continue
             before = needed(state)
             outcome = listing_side.on_certificate_answer(
                 state, listing_id, answer.cert_no, watch.view, self.clock()
@@ -217,7 +223,11 @@ class ListingProcessor:
             await self.outputs.command(cert_no, Subscribe(partition, watch.token))
             return None
         if not watch.answered:
-            if asked.asks_again and cert_no in asked.subscribe:
+            if (
+                asked.asks_again
+                and cert_no in asked.subscribe
+                and self.awaiting.resubscribe_due(key)
+            ):
                 await self.outputs.command(cert_no, Subscribe(partition, watch.token))
             return None
         outcome = listing_side.on_certificate_answer(

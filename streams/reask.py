@@ -1,4 +1,5 @@
-"""Which listings await certificate answers, and when each is due to ask again.
+"""Which listings await certificate answers, when each is due to ask again, and when a watch
+last subscribed again.
 
 The safety net under at-least-once delivery (see ``listing_side.reask``): a check that has
 awaited an answer for ``after_s`` asks again. Re-asks back off (doubling, up to ``MAX_WAIT_S``)
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 MAX_WAIT_S = 600.0
+# Re-subscriptions remembered before those older than a re-ask wait are dropped.
+_RESUBSCRIBED_KEPT = 10_000
 
 
 @dataclass(slots=True)
@@ -29,6 +32,7 @@ class AwaitingTracker:
     def __init__(self, after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.after_s, self.clock = after_s, clock
         self._due: dict[bytes, _Due] = {}
+        self._resubscribed: dict[bytes, float] = {}  # watch key -> when it subscribed again
 
     def __len__(self) -> int:
         return len(self._due)
@@ -62,6 +66,21 @@ class AwaitingTracker:
         now = self.clock()
         overdue = ((due.at, key) for key, due in self._due.items() if due.at <= now)
         return [key for _, key in heapq.nsmallest(limit, overdue)]
+
+    def resubscribe_due(self, watch: bytes) -> bool:
+        """Whether a watch still unanswered subscribes again now: at most once per re-ask wait,
+        however many of its claimers ask again (each subscription brings one more answer to
+        scan the partition's claimers for)."""
+        now = self.clock()
+        last = self._resubscribed.get(watch)
+        if last is not None and now - last < self.after_s:
+            return False
+        if len(self._resubscribed) >= _RESUBSCRIBED_KEPT:
+            self._resubscribed = {
+                key: at for key, at in self._resubscribed.items() if now - at < self.after_s
+            }
+        self._resubscribed[watch] = now
+        return True
 
     def asked(self, key: bytes) -> None:
         due = self._due.get(key)

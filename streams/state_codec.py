@@ -165,6 +165,7 @@ def encode_watch(watch: CertWatch) -> bytes:
             "a": watch.answered,
             "v": None if watch.view is None else view_to_json(watch.view),
             "x": None if watch.expiry is None else trigger_to_json(watch.expiry),
+            "ao": watch.answered_offset,
         }
     )
 
@@ -176,6 +177,7 @@ def decode_watch(data: bytes) -> CertWatch:
         answered=doc["a"],
         view=None if doc["v"] is None else view_from_json(doc["v"]),
         expiry=None if doc["x"] is None else trigger_from_json(doc["x"]),
+        answered_offset=doc.get("ao", -1),
     )
 
 

@@ -10,6 +10,7 @@ When the partition's last claimer lets go, the watch closes (and unsubscribes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from streams.model import CertTrigger, CertView, VerdictTrigger
 
@@ -25,17 +26,34 @@ class CertWatch:
     # that claims the certificate later gets it too (an event stamped before the expiry must
     # not stay live on an expired certificate).
     expiry: CertTrigger | None = None
+    # Where in the partition's updates the answer taken was read: an answer read there again
+    # is a replay, one read later a repeat (``on_answer``).
+    answered_offset: int = -1
 
 
-def on_answer(watch: CertWatch, token: str, view: CertView | None) -> bool:
-    """Take the answer if it is to this watch's subscription; False if it is stale. A view
-    already newer (a re-check that came first) is kept."""
+class Answered(Enum):
+    STALE = "stale"  # to another subscription of this partition: ignored
+    FIRST = "first"  # the first answer to this watch's subscription: decides its claimers
+    # That answer, or one before it, read again after a crash: the claimers' verdicts it
+    # decided are said again (they may have died with the crash).
+    REPLAY = "replay"
+    # A later answer to the same subscription (a re-ask's): only claimers still awaiting the
+    # certificate are decided; the others' verdicts are not said again, or every re-ask would
+    # repeat the verdicts of every claimer of the partition.
+    REPEAT = "repeat"
+
+
+def on_answer(watch: CertWatch, token: str, view: CertView | None, offset: int) -> Answered:
+    """An answer read at ``offset`` of the listing partition's updates. A view already newer (a
+    re-check that came first) is kept."""
     if token != watch.token:
-        return False
-    if not watch.answered or _newer(view, watch.view):
+        return Answered.STALE
+    if not watch.answered:
+        watch.view, watch.answered, watch.answered_offset = view, True, offset
+        return Answered.FIRST
+    if _newer(view, watch.view):
         watch.view = view
-    watch.answered = True
-    return True
+    return Answered.REPLAY if offset <= watch.answered_offset else Answered.REPEAT
 
 
 def on_trigger(watch: CertWatch, trigger: CertTrigger) -> None:

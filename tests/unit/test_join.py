@@ -283,3 +283,38 @@ def test_the_authority_feed_takes_a_hop_only_when_its_producer_partitioned_elsew
         join.run_sync()
         assert len(join.topics["changes"].sent) == hops, name
         assert cert.encode() in join.certificates
+
+
+def test_a_repeated_answer_decides_only_the_claimers_still_awaiting_and_a_replay_all() -> None:
+    join = InProcessJoin()
+    cert = cert_no()
+    listings = _at(join, 3, 20)
+    for lid in listings:  # all before the certificate: they wait on one subscription
+        join.publish_listing(listing_event(lid, [cert]))
+    join.publish_certificate(status_change(cert))
+    join.run_sync()
+    assert sorted(v.listing_id for v in join.verdicts) == sorted(listings)
+    [answer] = [(k, v) for p, k, v in join.topics["updates"].sent if p == 3]
+    join.commit()
+
+    # A re-ask's subscription brings the same answer again, later in the partition: only a
+    # listing that still awaits the certificate (here: as if its answer write was lost) is
+    # decided; the others' verdicts are not said again.
+    key = listings[0].encode()
+    state = decode_listing(join.listings[key])
+    state.awaiting = {cert: "t-lost"}
+    state.pending = [PendingCheck("E-again", 0, (cert,), "0907")]
+    join.listings[key] = encode_listing(state)
+    join.topics["updates"].append(3, *answer)
+    verdicts = len(join.verdicts)
+    join.run_sync()
+    assert [v.listing_id for v in join.verdicts[verdicts:]] == [listings[0]]
+    join.commit()
+
+    # A crash replays the first answer itself: every claimer's verdict is said again.
+    join.topics["updates"].committed[3] = 0
+    join.crash()
+    verdicts = len(join.verdicts)
+    join.run_sync()
+    said_again = [v.listing_id for v in join.verdicts[verdicts:]]
+    assert set(listings) <= set(said_again)

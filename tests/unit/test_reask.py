@@ -103,3 +103,14 @@ def test_a_rebuild_keeps_listings_that_began_waiting_during_the_scan() -> None:
     awaiting.track(b"during", awaiting=True)  # the scan had already passed its key
     awaiting.replace([], tracked_since=scan_started)
     assert b"during" in awaiting and b"before" not in awaiting
+
+
+def test_a_watch_subscribes_again_at_most_once_per_wait() -> None:
+    awaiting, clock = tracker(after_s=30.0)
+    watch = b"2017010907948411\x003"
+    assert awaiting.resubscribe_due(watch)
+    clock.now += 29
+    assert not awaiting.resubscribe_due(watch)  # another claimer asking again in the window
+    assert awaiting.resubscribe_due(b"2017010907948411\x004")  # another partition's watch
+    clock.now += 1
+    assert awaiting.resubscribe_due(watch)
