@@ -11,7 +11,9 @@ from streams.clock import Clock, wall_clock_ms
 from streams.credentials import faust_credentials
 from streams.faust_adapter import (
     ProcessedAcks,
+    bounded_stop_worker,
     commit_only_contiguous,
+    name_foreign_static_assignment,
     wait_for_changelog_on_flush,
 )
 from streams.settings import Settings
@@ -44,6 +46,8 @@ class GuardApp(faust.App):
         await super().on_first_start()
         wait_for_changelog_on_flush(self)
         self.processed_acks.install(self)
+        if self.guard_settings.group_instance_id:
+            name_foreign_static_assignment(self.assignor, self.guard_settings.group_instance_id)
         commit_only_contiguous(
             self,
             frozenset(spec.name for spec in self.catalogue.consumed()),
@@ -56,6 +60,12 @@ class GuardApp(faust.App):
             log.info("created %d missing topic(s): %s", len(created), ", ".join(created))
 
 
+def faust_literal(text: str) -> str:
+    """``text`` as Faust will read it back: it expands ``{conf...}`` in its data directory with
+    ``str.format`` on every read, so a brace in a path was a ``KeyError`` from inside its banner."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[GuardApp, Topology]:
     """Raises ``ConfigError`` when the Kafka security files cannot be used."""
     connection = KafkaConnection.from_config(settings.connection_config())
@@ -66,12 +76,13 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
         # prints in its start-up banner.
         broker_credentials=faust_credentials(connection),
         store=settings.store,
-        datadir=str(Path(settings.data_dir)),
+        datadir=faust_literal(str(Path(settings.data_dir))),
         autodiscover=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.group_instance_id or None,
         producer_linger_ms=settings.producer_linger_ms,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
@@ -87,6 +98,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
         # Verdict ids are deterministic: at-least-once with idempotent outputs is the contract
         # (Faust's exactly_once has open duplicate and fencing bugs).
         processing_guarantee="at_least_once",
+        Worker=bounded_stop_worker(settings.stop_timeout_s),
         # Every topic and table carries bytes we encode ourselves (Avro or orjson).
         key_serializer="raw",
         value_serializer="raw",

@@ -33,6 +33,7 @@ __all__ = [
     "MalformedBodyError",
     "RejectedRecordError",
     "StateFormatError",
+    "StaticMembershipError",
     "TopicLayoutError",
     "UnknownSchemaError",
 ]
@@ -55,3 +56,9 @@ class StateFormatError(CccGuardError):
     holds state of an older ccc-guard (or not ccc-guard's at all). Not the input record's
     fault, so the worker stops rather than dead-letter every event; the README's upgrade
     section says what to do."""
+
+
+class StaticMembershipError(CccGuardError):
+    """A worker restarted under its ``CCC_GROUP_INSTANCE_ID`` was handed back the assignment of
+    its previous life, which names another web URL (host or port changed): Faust refuses it
+    with a bare assertion. Raised instead, saying what to change."""

@@ -44,6 +44,20 @@ a partition that is not active when their batch is handed over, so that record n
 first the broker has (a transaction marker at the committed offset is therefore a hole: read
 again after 5 s, committed past with a warning after 5 minutes; nothing is lost).
 
+Static members keep their URL: a worker restarted under its group instance id (KIP-345) gets
+the assignment of its previous life back from the broker, without a rebalance, and Faust's
+assignor asserts that the web URL inside it is this worker's own. Changing the host or port
+across the restart failed that bare ``assert`` deep in aiokafka's join, and the worker sat idle.
+``name_foreign_static_assignment`` raises ``StaticMembershipError`` instead, naming both URLs.
+
+Bounded stop: mode's worker stops by awaiting every service's stop, and with the broker gone
+some of those never return (seen: a worker still in ``stop_and_shutdown`` 15 minutes after two
+SIGTERMs, logging connection errors every 100 ms). ``BoundedStopWorker`` starts a watchdog
+thread at the first stop signal; a stop still unfinished when it fires ends the process at
+once with ``EXIT_STOP_TIMED_OUT``. Nothing is committed past what was confirmed: offsets are
+only committed after their deliveries' acks, and the events since the last commit are read
+again by the next owner.
+
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
 
@@ -59,15 +73,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import faust
 import faust.streams as faust_streams
+from faust.assignor.client_assignment import ClientMetadata
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
 
-from streams.errors import ChangelogNotAcknowledged
+from streams.errors import ChangelogNotAcknowledged, StaticMembershipError
 
 
 def iter_items_with_prefix(
@@ -270,6 +290,27 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
         log.error("reading again failed: %r", task.exception())
 
 
+def name_foreign_static_assignment(assignor: Any, instance_id: str) -> None:
+    """Make ``assignor`` (Faust's) say why it refuses an assignment made for another URL."""
+    on_assignment = assignor.on_assignment
+
+    def checked(assignment: Any) -> None:
+        try:
+            on_assignment(assignment)
+        except AssertionError:
+            theirs = ClientMetadata.loads(assignor._decompress(assignment.user_data)).url
+            if theirs == str(assignor._url):
+                raise
+            raise StaticMembershipError(
+                f"group instance {instance_id!r} was given back the assignment of a worker at "
+                f"{theirs}, and this one is at {assignor._url}: keep CCC_WEB_HOST and "
+                "CCC_WEB_PORT the same across restarts of one CCC_GROUP_INSTANCE_ID, or wait "
+                "out the old member's session timeout before starting it changed"
+            ) from None
+
+    assignor.on_assignment = checked
+
+
 def is_ready(app: Any) -> bool:
     """Partitions assigned and every table recovered: the worker is processing."""
     recovery = app.tables.recovery
@@ -326,3 +367,37 @@ def wait_for_changelog_on_flush(app: Any) -> None:
 
     buffer.put = put_tracked
     buffer.flush = flush_until_acked
+
+
+EXIT_STOP_TIMED_OUT = 70  # EX_SOFTWARE: the stop did not finish in time
+
+
+def bounded_stop_worker(stop_timeout_s: float) -> type[faust.Worker]:
+    """The class for the app's ``Worker`` setting: Faust's worker, whose stop ends within
+    ``stop_timeout_s`` of the first signal (see above)."""
+    return type("BoundedStopWorker", (BoundedStopWorker,), {"stop_timeout_s": stop_timeout_s})
+
+
+class BoundedStopWorker(faust.Worker):
+    stop_timeout_s: float = 30.0
+    _watchdog: threading.Timer | None = None
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        # mode's handler of SIGINT and SIGTERM: the loop may never get to run the stop.
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.stop_timeout_s, self._stop_timed_out, [signal])
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        super()._schedule_shutdown(signal)
+
+    def _stop_timed_out(self, received: signal.Signals) -> None:
+        log.critical(
+            "stop after %s not finished in %.0f s (CCC_STOP_TIMEOUT_SECONDS): exiting now; "
+            "the events since the last commit are read again",
+            received.name,
+            self.stop_timeout_s,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_STOP_TIMED_OUT)

@@ -20,6 +20,7 @@ from topics.config import ConnectionConfig, Secret
 PREFIX = "CCC_"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,200}")
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._\-]{1,249}")
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -65,6 +66,27 @@ def _bool(value: str) -> bool:
 def _topic(value: str) -> str:
     if not _TOPIC_NAME.fullmatch(value):
         raise ValueError("topic names are 1-200 of [A-Za-z0-9._-]")
+    return value
+
+
+def _instance_id(value: str) -> str:
+    if value and not _INSTANCE_ID.fullmatch(value):
+        raise ValueError("expected empty or 1-249 of [A-Za-z0-9._-] (a pod name, say)")
+    return value
+
+
+def _data_dir(value: str) -> str:
+    """A directory, or a path one can be made at: no file in the way. Faust expands ``{...}``
+    in it with ``str.format``; ccc-guard escapes that (see ``app.py``), so any path is taken
+    literally."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError("exists and is not a directory")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"cannot be created: {existing} is a file")
     return value
 
 
@@ -188,6 +210,16 @@ class Settings:
         _topic,
         "Consumer group and state namespace; internal and changelog topics are named after it.",
     )
+    group_instance_id: str = _setting(
+        "CCC_GROUP_INSTANCE_ID",
+        "",
+        _instance_id,
+        "Static group membership (KIP-345): a worker restarted under the same id takes its "
+        "partitions back at once, with no rebalance and no wait for its old session to expire. "
+        "Unique per worker and stable across restarts (the StatefulSet pod name); empty: "
+        "dynamic membership. A static member does not leave the group when it stops: its "
+        "partitions wait for it up to the session timeout.",
+    )
     topic_prefix: str = _setting(
         "CCC_TOPIC_PREFIX",
         "",
@@ -239,7 +271,7 @@ class Settings:
     data_dir: str = _setting(
         "CCC_DATA_DIR",
         "./ccc-guard-data",
-        str,
+        _data_dir,
         "Directory of the RocksDB state; one per worker process.",
     )
     standby_replicas: int = _setting(
@@ -278,6 +310,14 @@ class Settings:
         _positive_float,
         "A listing check still awaiting a certificate's answer after this long asks again "
         "(a safety net: each re-ask is counted in ccc_guard_reasks_total).",
+    )
+    stop_timeout_s: float = _setting(
+        "CCC_STOP_TIMEOUT_SECONDS",
+        "30",
+        _positive_float,
+        "A worker told to stop (SIGTERM, SIGINT) that has not finished this long after exits "
+        "anyway, committing nothing more (the broker may be gone); keep it under Kubernetes' "
+        "terminationGracePeriodSeconds.",
     )
     progress_interval_s: float = _setting(
         "CCC_PROGRESS_INTERVAL_SECONDS",

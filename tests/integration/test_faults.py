@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from localkafka import LocalKafka
+from localkafka.ports import free_port
+from streams.faust_adapter import EXIT_STOP_TIMED_OUT
 from streams.join_protocol import Answer, Subscribe, Unsubscribe, decode_command, decode_update
 from streams.listing_processor import claim_key
 from streams.listing_side import ListingState, PendingCheck, event_digest
@@ -406,3 +408,80 @@ def test_a_check_left_awaiting_a_lost_answer_asks_again(kafka: str, tmp_path: Pa
         assert "asked again for 1 certificate answer(s) of 1 listing(s)" in (
             guard.workers[0].log_tail(200)
         )
+
+
+def silence_after_kill(deployment: Deployment, guard: Guard, prefix: str) -> float:
+    """SIGKILL the worker, restart it at once on its data, and publish a new listing every
+    0.2 s from the kill on: seconds from the kill until the first of them is decided. Every
+    probe is decided in the end; the restarted worker is left running."""
+    cert = "2024010907000001"
+    guard.feed.certificates(status_change(cert))
+    guard.feed.listings(listing_event(f"{prefix}-warm", [cert]))
+    guard.wait_verdicts(f"{prefix}-warm", timeout=60)
+    probes: set[str] = set()
+
+    def decided() -> set[str]:
+        return {
+            r["listing_id"] for r in guard.verdicts.snapshot(lambda r: r["listing_id"] in probes)
+        }
+
+    killed = time.monotonic()
+    guard.workers[0].kill()
+    guard.workers.append(Worker(deployment, 0).launch())
+    while not decided():
+        assert time.monotonic() - killed < 120, (
+            f"no verdict 120 s after the kill\n{guard.workers[-1].log_tail()}"
+        )
+        probe = f"{prefix}-{len(probes)}"
+        guard.feed.listings(listing_event(probe, [cert]))
+        probes.add(probe)
+        time.sleep(0.2)
+    silence = time.monotonic() - killed
+    wait_for(lambda: decided() == probes, 60, "a verdict for every probe")
+    return silence
+
+
+def test_a_worker_killed_and_restarted_under_its_instance_id_decides_again_within_10_s(
+    kafka: str, tmp_path: Path
+) -> None:
+    """Static membership: the restarted worker takes its partitions back under its instance
+    id without waiting for its dead session (Faust's default 60 s here, not the fault tests'
+    10 s) and without a rebalance."""
+    # A static member gets back the assignment its previous life was given, which names that
+    # life's web URL (Faust checks it): the restarted worker keeps its port, as a pod does.
+    static = {"CCC_GROUP_INSTANCE_ID": "worker-0", "CCC_WEB_PORT": str(free_port())}
+    deployment = Deployment(kafka, tmp_path, extra_env=static)
+    with running_guard(deployment) as guard:
+        silence = silence_after_kill(deployment, guard, "S")
+        print(f"verdicts resumed {silence:.1f} s after the kill")
+        assert silence < 10, f"no verdict for {silence:.1f} s after the kill"
+
+
+def test_a_worker_told_to_stop_with_its_broker_gone_exits_within_its_stop_timeout(
+    kafka: str, kafka_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """With the broker away, Faust's stop can wait for it forever: the worker exits within
+    CCC_STOP_TIMEOUT_SECONDS of SIGTERM all the same, and loses nothing by it."""
+    env = {**FAST_FAILOVER_ENV, "CCC_STOP_TIMEOUT_SECONDS": "8"}
+    deployment = Deployment(kafka, tmp_path, extra_env=env)
+    cert = "2024010907000002"
+    with running_guard(deployment) as guard:
+        guard.feed.certificates(status_change(cert))
+        guard.feed.listings(listing_event("T-before", [cert]))
+        guard.wait_verdicts("T-before", timeout=60)
+        [worker] = guard.workers
+        kafka_broker.stop()
+        try:
+            time.sleep(3)  # the worker notices: fetches and heartbeats fail
+            told = time.monotonic()
+            code = worker.stop(timeout=60)
+            took = time.monotonic() - told
+        finally:
+            kafka_broker.start()
+        assert took < 8 + 5, f"exited {took:.1f} s after SIGTERM\n{worker.log_tail()}"
+        assert code in (0, EXIT_STOP_TIMED_OUT), worker.log_tail()
+        print(f"exited {took:.1f} s after SIGTERM with code {code}")
+        # Restarted on its data, it goes on where the last commit left it.
+        guard.workers.append(Worker(deployment, 0).start())
+        guard.feed.listings(listing_event("T-after", [cert]))
+        assert guard.wait_verdicts("T-after", timeout=60)[0]["action"] == "ALLOW"

@@ -100,8 +100,18 @@ def _worker_container() -> dict[str, Any]:
     return container
 
 
+# What Kubernetes puts in a variable taken from the pod's own fields (the downward API).
+POD_FIELDS = {"metadata.name": "ccc-guard-0"}
+
+
 def _container_env() -> dict[str, str]:
-    return {e["name"]: str(e["value"]) for e in _worker_container().get("env", [])}
+    env: dict[str, str] = {}
+    for variable in _worker_container().get("env", []):
+        if "valueFrom" in variable:
+            env[variable["name"]] = POD_FIELDS[variable["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            env[variable["name"]] = str(variable["value"])
+    return env
 
 
 def _configmap_env() -> dict[str, str]:
@@ -144,6 +154,11 @@ def test_statefulset_keeps_state_on_a_claimed_volume_at_the_data_dir() -> None:
     data_dir = _container_env()["CCC_DATA_DIR"]
     mounts = {m["mountPath"]: m["name"] for m in _worker_container()["volumeMounts"]}
     assert mounts.get(data_dir) in claims, f"{data_dir} is not mounted from a claim template"
+
+
+def test_each_pod_is_a_static_group_member_under_its_own_name() -> None:
+    [variable] = [e for e in _worker_container()["env"] if e["name"] == "CCC_GROUP_INSTANCE_ID"]
+    assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 def test_statefulset_shape() -> None:

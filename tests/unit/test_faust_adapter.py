@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,10 +13,11 @@ import pytest
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
 from streams import faust_adapter
-from streams.errors import ChangelogNotAcknowledged
+from streams.errors import ChangelogNotAcknowledged, StaticMembershipError
 from streams.faust_adapter import (
     ProcessedAcks,
     commit_only_contiguous,
+    name_foreign_static_assignment,
     wait_for_changelog_on_flush,
 )
 
@@ -394,3 +396,25 @@ def test_after_a_rebalance_a_partition_never_committed_is_read_from_its_start() 
     asyncio.run(book.perform_seek())
     # The changelog is the tables' business (recovery), not the streams'.
     assert book.read_again == [{INTERNAL: 0}]
+
+
+def _assignment_for(url: str) -> Any:
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+    from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
+
+    metadata = ClientMetadata(
+        assignment=ClientAssignment(actives={}, standbys={}), url=url, changelog_distribution={}
+    )
+    return ConsumerProtocolMemberAssignment(0, [], zlib.compress(metadata.dumps()))
+
+
+def test_a_static_member_handed_another_urls_assignment_is_told_what_to_change() -> None:
+    from streams.app import create_app
+    from streams.settings import Settings
+
+    app, _ = create_app(Settings.from_env({"CCC_STORE": "memory://", "CCC_WEB_PORT": "6070"}))
+    assignor: Any = app.assignor
+    name_foreign_static_assignment(assignor, "ccc-guard-0")
+    assignor.on_assignment(_assignment_for("http://127.0.0.1:6070"))  # its own: taken
+    with pytest.raises(StaticMembershipError, match=r"'ccc-guard-0'.*127\.0\.0\.1:6066.*6070"):
+        assignor.on_assignment(_assignment_for("http://127.0.0.1:6066"))

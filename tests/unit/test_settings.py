@@ -110,3 +110,38 @@ def test_readme_documents_every_setting() -> None:
         f.metadata["env"] for f in fields(Settings) if f"`{f.metadata['env']}`" not in readme
     ]
     assert missing == []
+
+
+def test_a_data_dir_with_braces_is_taken_literally_by_faust(tmp_path: Path) -> None:
+    """Faust formats its data directory with ``str.format``: ``{x}`` was a KeyError at start."""
+    from streams.app import create_app
+
+    data_dir = tmp_path / "{x}" / "data{0}"
+    app, _ = create_app(Settings.from_env({"CCC_DATA_DIR": str(data_dir)}))
+    assert app.conf.datadir == data_dir
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    taken = tmp_path / "data"
+    taken.write_text("")
+    with pytest.raises(ConfigError, match=r"CCC_DATA_DIR=.*not a directory"):
+        Settings.from_env({"CCC_DATA_DIR": str(taken)})
+    with pytest.raises(ConfigError, match=r"CCC_DATA_DIR=.*cannot be created"):
+        Settings.from_env({"CCC_DATA_DIR": str(taken / "below")})
+
+
+@pytest.mark.parametrize("instance_id", ["ccc-guard-0", "worker.7_b"])
+def test_a_group_instance_id_makes_the_consumer_a_static_member(instance_id: str) -> None:
+    from streams.app import create_app
+
+    app, _ = create_app(
+        Settings.from_env({"CCC_GROUP_INSTANCE_ID": instance_id, "CCC_STORE": "memory://"})
+    )
+    assert app.conf.consumer_group_instance_id == instance_id
+    dynamic, _ = create_app(Settings.from_env({"CCC_STORE": "memory://"}))
+    assert dynamic.conf.consumer_group_instance_id is None
+
+
+def test_a_malformed_group_instance_id_is_refused() -> None:
+    with pytest.raises(ConfigError, match="CCC_GROUP_INSTANCE_ID='pod 0'"):
+        Settings.from_env({"CCC_GROUP_INSTANCE_ID": "pod 0"})
