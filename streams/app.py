@@ -11,11 +11,14 @@ from streams.clock import Clock, wall_clock_ms
 from streams.credentials import faust_credentials
 from streams.faust_adapter import (
     ProcessedAcks,
+    StaleStore,
     bounded_stop_worker,
     commit_only_contiguous,
     name_foreign_static_assignment,
+    quarantine_stale_stores,
     wait_for_changelog_on_flush,
 )
+from streams.metrics import GuardMetrics
 from streams.settings import Settings
 from streams.topology import Topology
 from streams.web import install_web
@@ -41,11 +44,25 @@ class GuardApp(faust.App):
     catalogue: Catalogue
     kafka_connection: KafkaConnection
     processed_acks: ProcessedAcks
+    guard_metrics: GuardMetrics
+
+    def _on_stale_store(self, stale: StaleStore) -> None:
+        log.warning(
+            "table %s partition %d: local state is not this changelog's (persisted offset %d, "
+            "changelog ends at %d): moved aside to %s, rebuilding from the changelog",
+            stale.table,
+            stale.partition,
+            stale.persisted_offset,
+            stale.changelog_end,
+            stale.moved_to,
+        )
+        self.guard_metrics.stale_stores.labels(stale.table).inc()
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         wait_for_changelog_on_flush(self)
         self.processed_acks.install(self)
+        quarantine_stale_stores(self, self._on_stale_store)
         if self.guard_settings.group_instance_id:
             name_foreign_static_assignment(self.assignor, self.guard_settings.group_instance_id)
         commit_only_contiguous(
@@ -107,6 +124,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
     app.kafka_connection = connection
     app.catalogue = build_catalogue(settings.topic_naming())
     metrics = install_web(app, [spec.name for spec in app.catalogue.consumed()])
+    app.guard_metrics = metrics
     app.processed_acks = ProcessedAcks()
     topology = Topology(
         app, settings, app.catalogue, AvroCodec(), metrics, app.processed_acks, clock

@@ -58,6 +58,15 @@ once with ``EXIT_STOP_TIMED_OUT``. Nothing is committed past what was confirmed:
 only committed after their deliveries' acks, and the events since the last commit are read
 again by the next owner.
 
+Stale local state is moved aside, not served and not a crash loop: a RocksDB partition whose
+persisted changelog offset is at or past the end of the changelog the broker has was written
+against another changelog (a data directory from another cluster, or from before the changelog
+topics were deleted and made again). Faust raises ``ConsistencyError`` for it and the worker
+exits, on every restart. ``quarantine_stale_stores`` checks each partition Faust is about to
+recover, as Kafka Streams does with its checkpoints: a stale one is closed, its directory
+renamed ``<name>.stale-<time>`` (kept for forensics) and rebuilt from the changelog. A stale
+store whose changelog has meanwhile grown past its offset cannot be told from a good one.
+
 Readiness: Faust has no public "assigned and recovered" flag; its table recovery service's
 ``completed`` event and the app's ``rebalancing`` flag together say it.
 
@@ -79,6 +88,8 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -309,6 +320,49 @@ def name_foreign_static_assignment(assignor: Any, instance_id: str) -> None:
             ) from None
 
     assignor.on_assignment = checked
+
+
+@dataclass(frozen=True, slots=True)
+class StaleStore:
+    table: str
+    partition: int
+    persisted_offset: int
+    changelog_end: int
+    moved_to: Path
+
+
+def quarantine_stale_stores(app: Any, on_stale: Callable[[StaleStore], None]) -> None:
+    """Before Faust's recovery reads its start offsets, move aside every partition store that
+    belongs to another changelog (see above), and tell ``on_stale``."""
+    recovery = app.tables.recovery
+    build_offsets = recovery._build_offsets
+
+    async def build_offsets_of_own_stores(
+        consumer: Any, tps: set[Any], destination: Any, title: str
+    ) -> None:
+        ends = await consumer.highwaters(*tps) if tps else {}
+        for tp in tps:
+            table, end = recovery.tp_to_table.get(tp), ends.get(tp)
+            persisted = None if table is None else table.persisted_offset(tp)
+            if persisted is None or end is None or persisted < end:
+                continue
+            moved_to = _move_aside(table.data, tp.partition)
+            destination[tp] = None  # read the changelog from its start
+            on_stale(StaleStore(table.name, tp.partition, persisted, end, moved_to))
+        await build_offsets(consumer, tps, destination, title)
+
+    recovery._build_offsets = build_offsets_of_own_stores
+
+
+def _move_aside(store: Any, partition: int) -> Path:
+    db = store._dbs.pop(partition, None)
+    if db is not None:
+        db.close()
+    store._key_index.clear()  # a cache of key -> partition, some of them in the stale store
+    path: Path = store.partition_path(partition)
+    moved_to = path.with_name(f"{path.name}.stale-{int(time.time())}")
+    path.rename(moved_to)
+    return moved_to
 
 
 def is_ready(app: Any) -> bool:

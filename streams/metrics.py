@@ -162,6 +162,13 @@ class GuardMetrics:
             "Listings taken down because a certificate expired.",
             registry=registry,
         )
+        self.stale_stores = Counter(
+            "ccc_guard_stale_stores_total",
+            "Local table partitions found to belong to another changelog (another cluster's, "
+            "or one deleted and made again), moved aside and rebuilt from the changelog.",
+            ["table"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "ccc_guard_ready",
             "1 when partitions are assigned and tables recovered, else 0.",

@@ -9,6 +9,7 @@ may not.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from localkafka import LocalKafka
 from localkafka.ports import free_port
@@ -485,3 +487,58 @@ def test_a_worker_told_to_stop_with_its_broker_gone_exits_within_its_stop_timeou
         guard.workers.append(Worker(deployment, 0).start())
         guard.feed.listings(listing_event("T-after", [cert]))
         assert guard.wait_verdicts("T-after", timeout=60)[0]["action"] == "ALLOW"
+
+
+def remake_changelogs(deployment: Deployment) -> None:
+    """Delete the deployment's changelog topics and create them again, empty."""
+
+    async def run() -> None:
+        names = [spec.name for _, spec in deployment.catalogue.changelogs]
+        admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(names)
+            for _ in range(100):
+                if not set(names) & set(await admin.list_topics()):
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+    for _ in range(50):  # the broker may still be finishing the deletion
+        try:
+            deployment.create_topics()
+            return
+        except Exception:
+            time.sleep(0.5)
+    deployment.create_topics()
+
+
+def test_a_worker_on_another_changelogs_state_moves_it_aside_and_rebuilds(
+    kafka: str, tmp_path: Path
+) -> None:
+    """A data directory whose state was written against changelogs that are gone: the worker
+    neither crash-loops (Faust's ConsistencyError) nor serves that state. It moves each stale
+    partition store aside, says so, and rebuilds from the changelog it sees."""
+    deployment = Deployment(kafka, tmp_path, extra_env=FAST_FAILOVER_ENV)
+    cert = "2024010907000003"
+    with running_guard(deployment) as guard:
+        guard.feed.certificates(status_change(cert))
+        guard.feed.listings(listing_event("C-old", [cert]))
+        assert guard.wait_verdicts("C-old", timeout=60)[0]["action"] == "ALLOW"
+        [worker] = guard.workers
+        assert worker.stop() == 0
+        remake_changelogs(deployment)
+
+        restarted = Worker(deployment, 0).start()
+        guard.workers.append(restarted)
+        # The certificate is known only to the stale state: served, it would allow this one.
+        guard.feed.listings(listing_event("C-new", [cert]))
+        [verdict] = guard.wait_verdicts("C-new", timeout=60)
+        assert verdict["action"] == "BLOCK"
+        assert verdict["reasons"] == ["CERTIFICATE_NOT_FOUND"]
+        moved = sorted(p.name for p in (tmp_path / "worker-0").rglob("*.stale-*"))
+        assert any(name.startswith("certificates") for name in moved), moved
+        assert "moved aside to" in restarted.output()
+        assert restarted.alive
