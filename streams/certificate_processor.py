@@ -132,8 +132,12 @@ class CertificateProcessor:
                 if partition >= self.partitions.listings:
                     raise InvalidRecordError(f"subscription names listing partition {partition}")
                 self.tables.subscriptions[subscription_key(cert_no, partition)] = token.encode()
-                view = None if state is None else state.view
-                await self.send_update(partition, record.key, Answer(cert_no, view, token))
+                answer = (
+                    Answer(cert_no, None, token)
+                    if state is None
+                    else Answer(cert_no, state.view, token, state.changed_at)
+                )
+                await self.send_update(partition, record.key, answer)
                 late = certificate_side.late_expiry_recheck(state)
                 if late is not None:
                     await self.send_update(partition, record.key, late)

@@ -53,11 +53,15 @@ CertificateCommand = Subscribe | Unsubscribe | Expire
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Reply to a subscription: the certificate's view, or None when it is unknown."""
+    """Reply to a subscription: the certificate's view, or None when it is unknown, and when the
+    authority made that change (0 when unknown). A listing that holds an older view than an
+    answer (a fan-out its partition missed while it was not subscribed) is re-checked with it
+    as that change."""
 
     cert_no: str
     view: CertView | None
     token: str
+    changed_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,11 @@ def _partition(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _changed_at(rest: list[Any]) -> bool:
+    """An answer's optional last element (answers of before it had none)."""
+    return rest == [] or (len(rest) == 1 and isinstance(rest[0], int) and rest[0] >= 0)
+
+
 def encode_command(command: CertificateCommand) -> bytes:
     match command:
         case Subscribe(partition, token):
@@ -137,9 +146,9 @@ def decode_command(data: bytes) -> CertificateCommand:
 
 def encode_update(update: ListingUpdate) -> bytes:
     match update:
-        case Answer(cert_no, view, token):
+        case Answer(cert_no, view, token, changed_at):
             view_json = None if view is None else view_to_json(view)
-            return orjson.dumps(["A", cert_no, view_json, token])
+            return orjson.dumps(["A", cert_no, view_json, token, changed_at])
         case CertTrigger():
             return orjson.dumps(["R", *trigger_to_json(update)])
         case Reask(listing_id):
@@ -149,10 +158,10 @@ def encode_update(update: ListingUpdate) -> bytes:
 def decode_update(data: bytes) -> ListingUpdate:
     try:
         match orjson.loads(data):
-            case ["A", str(cert_no), None, str(token)]:
-                return Answer(cert_no, None, token)
-            case ["A", str(cert_no), list(view), str(token)]:
-                return Answer(cert_no, view_from_json(view), token)
+            case ["A", str(cert_no), None, str(token), *rest] if _changed_at(rest):
+                return Answer(cert_no, None, token, *rest)
+            case ["A", str(cert_no), list(view), str(token), *rest] if _changed_at(rest):
+                return Answer(cert_no, view_from_json(view), token, *rest)
             case ["R", *trigger]:
                 return trigger_from_json(trigger)
             case ["Q", str(listing_id)] if listing_id:

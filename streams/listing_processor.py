@@ -30,9 +30,10 @@ from streams.join_protocol import (
 )
 from streams.listing_side import ListingState, Outcome, needed
 from streams.metrics import GuardMetrics
-from streams.model import CertTrigger, Verdict
+from streams.model import CertTrigger, Verdict, VerdictTrigger
 from streams.processing import PrefixScan, Record, Table
 from streams.reask import AwaitingTracker
+from streams.rules import change_trigger_id
 from streams.state_codec import (
     cert_partition_key,
     decode_listing,
@@ -75,6 +76,26 @@ class ListingTables:
 class ListingOutputs:
     verdict: SendVerdict  # keyed by listing_id
     command: SendCommand  # to the certificate's own partition
+
+
+def _as_change(answer: Answer) -> CertTrigger | None:
+    """The answer's view as the re-check of the change that made it: the same trigger id, and
+    so the same verdict ids, as the certificate side's own fan-out of that change."""
+    if answer.view is None:
+        return None
+    trigger_id = change_trigger_id(answer.cert_no, answer.view.version)
+    return CertTrigger(
+        answer.cert_no,
+        answer.view,
+        VerdictTrigger.CERTIFICATE_CHANGE,
+        trigger_id,
+        answer.changed_at,
+    )
+
+
+def _behind(state: ListingState, change: CertTrigger) -> bool:
+    held = state.views.get(change.cert_no)
+    return held is None or held.version < change.view.version
 
 
 class ListingProcessor:
@@ -133,15 +154,24 @@ class ListingProcessor:
             self.progress["stale_answers"] += 1
             return
         self.tables.watches[key] = encode_watch(watch)
-        only_awaiting = answered is Answered.REPEAT
+        catch_up = _as_change(answer)
         # The certificate side follows a late expiry with its own re-check: not applied here.
         for listing_id, state in self._claimers(partition, answer.cert_no):
-            if only_awaiting and answer.cert_no not in state.awaiting:
-                continue
             before = needed(state)
-            outcome = listing_side.on_certificate_answer(
-                state, listing_id, answer.cert_no, watch.view, self.clock()
-            )
+            if answer.cert_no in state.awaiting:
+                outcome = listing_side.on_certificate_answer(
+                    state, listing_id, answer.cert_no, watch.view, self.clock()
+                )
+            elif catch_up is not None and _behind(state, catch_up):
+                # A change this listing never heard of: its partition was not subscribed when
+                # the certificate side fanned it out (a watch closed and opened again around it).
+                outcome = listing_side.on_recheck(state, listing_id, catch_up, self.clock())
+            elif answered is Answered.REPEAT:
+                continue  # a re-ask's answer: nothing new for a listing not waiting on it
+            else:
+                outcome = listing_side.on_certificate_answer(
+                    state, listing_id, answer.cert_no, watch.view, self.clock()
+                )
             await self._settle(partition, listing_id, before, outcome)
 
     async def _on_reask(self, partition: int, listing_id: str) -> None:

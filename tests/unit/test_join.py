@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 
 from streams.join_protocol import (
+    Answer,
     Expire,
     Subscribe,
     Unsubscribe,
@@ -20,7 +22,13 @@ from streams.join_protocol import (
 )
 from streams.listing_processor import claim_key
 from streams.listing_side import PendingCheck
-from streams.model import CertTrigger, VerdictAction, VerdictReason
+from streams.model import (
+    CertificateStatus,
+    CertTrigger,
+    VerdictAction,
+    VerdictReason,
+    VerdictTrigger,
+)
 from streams.rules import evaluate
 from streams.state_codec import decode_certificate, decode_listing, encode_listing
 from tests.builders import cert_no, listing_event, status_change
@@ -318,3 +326,33 @@ def test_a_repeated_answer_decides_only_the_claimers_still_awaiting_and_a_replay
     join.run_sync()
     said_again = [v.listing_id for v in join.verdicts[verdicts:]]
     assert set(listings) <= set(said_again)
+
+
+def test_an_answer_newer_than_a_claimers_view_re_checks_it_as_that_change() -> None:
+    """A partition not subscribed when a change was fanned out (its watch closed and opened
+    again around it) hears of the change only in a later answer: every claimer behind it is
+    re-checked, with the verdict id the fan-out itself would have given."""
+    join = InProcessJoin()
+    cert = cert_no()
+    listings = _at(join, 2, 3)
+    join.publish_certificate(status_change(cert, "VALID", 1))
+    for lid in listings:
+        join.publish_listing(listing_event(lid, [cert]))
+    join.run_sync()
+    assert {v.listing_id: v.action for v in join.verdicts} == dict.fromkeys(listings, ALLOW)
+    [(key, value)] = [(k, v) for p, k, v in join.topics["updates"].sent if p == 2]
+    first = decode_update(value)
+    assert isinstance(first, Answer) and first.view is not None
+    revoked = replace(first.view, status=CertificateStatus.REVOKED, version=2)
+    join.topics["updates"].append(2, key, encode_update(replace(first, view=revoked, changed_at=7)))
+    said = len(join.verdicts)
+    join.run_sync()
+    takedowns = join.verdicts[said:]
+    assert {v.listing_id: v.action for v in takedowns} == dict.fromkeys(listings, TAKEDOWN)
+    assert {v.trigger_id for v in takedowns} == {f"{cert}@2"}
+    # The fan-out of that change, arriving after all, changes nothing more.
+    fanout = CertTrigger(cert, revoked, VerdictTrigger.CERTIFICATE_CHANGE, f"{cert}@2", 7)
+    join.topics["updates"].append(2, key, encode_update(fanout))
+    said = len(join.verdicts)
+    join.run_sync()
+    assert {v.verdict_id for v in join.verdicts[said:]} <= {v.verdict_id for v in takedowns}
