@@ -20,7 +20,7 @@ DEMO_ARGS ?=
 SOAK_RUNS ?= 20
 SOAK_TESTS ?= tests/integration/test_faults.py
 
-.PHONY: demo test lint tools unit integration install clean bench bench-quick fuzz soak lock audit
+.PHONY: demo test lint tools unit integration install clean bench bench-quick fuzz soak chaos lock audit
 
 # Every install takes exactly the versions and hashes in $(DEV_LOCK), so CI tests what was
 # locked; `pip check` then fails if pyproject.toml asks for something the lock lacks.
@@ -105,3 +105,15 @@ soak: $(STAMP)
 		$(BIN)/pytest -q -p no:cacheprovider --basetemp=.soak/run-$$run $(SOAK_TESTS) \
 			|| { echo "soak: run $$run failed; its worker logs are in .soak/run-$$run" >&2; exit 1; }; \
 	done
+
+# Chaos under load (tests/integration/test_chaos.py) for CHAOS_MINUTES minutes: kills mid
+# fan-out, a worker joining and leaving, broker restarts and wiped stores at random moments,
+# judged by the pure rules. The seed is printed; CHAOS_SEED=<seed> repeats a run. `make test`
+# runs a 1.5-minute variant. Worker logs stay in .chaos/.
+CHAOS_MINUTES ?= 30
+CHAOS_SEED ?=
+chaos: $(STAMP)
+	$(BIN)/python -m localkafka --fetch-only
+	rm -rf .chaos && mkdir .chaos
+	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/pytest -q -s -p no:cacheprovider \
+		--basetemp=.chaos tests/integration/test_chaos.py

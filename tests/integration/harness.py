@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
 
 from localkafka.ports import free_port
 from streams.settings import Settings
@@ -108,6 +109,7 @@ class TopicWatcher:
                     for message in messages:
                         record = CODEC.decode(record_name, message.value)
                         record["_key"] = message.key
+                        record["_arrived"] = time.monotonic()
                         with self._lock:
                             self.records.append(record)
         finally:
@@ -149,16 +151,30 @@ class Feed:
         self.bootstrap, self.catalogue = bootstrap, catalogue
 
     def _send(self, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
+        """Each record in order, once acknowledged; while the broker is away (a test restarts
+        it) the rest are sent again for up to a minute, as a platform's producer would."""
+        sent = 0
+
         async def run() -> None:
+            nonlocal sent
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=8 << 20)
             await producer.start()
             try:
-                for topic, key, value in records:
+                for topic, key, value in records[sent:]:
                     await producer.send_and_wait(topic, key=key, value=value)
+                    sent += 1
             finally:
                 await producer.stop()
 
-        asyncio.run(run())
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                asyncio.run(run())
+                return
+            except (KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def listings(self, *events: dict[str, Any]) -> None:
         topic = self.catalogue.listing_events.name

@@ -78,12 +78,14 @@ class Scenario:
         return [e for _, events in self.batches for e in events]
 
 
-def scenario(seed: int, *, listings: int = 120, batches: int = 10, prefix: str = "L") -> Scenario:
+def scenario(
+    seed: int, *, listings: int = 120, batches: int = 10, prefix: str = "L", certs_from: int = 0
+) -> Scenario:
     """A fixed, seeded stream: every batch creates some listings, updates others (often twice
     in a row, with other claims, so a replay re-reads several events of one listing) and
-    publishes new versions of some certificates."""
+    publishes new versions of some of its 30 certificates (numbered from ``certs_from``)."""
     rng = random.Random(seed)
-    certs = [f"2019010907{n:06d}" for n in range(30)]
+    certs = [f"2019010907{certs_from + n:06d}" for n in range(30)]
     statuses = ["VALID"] * 3 + ["SUSPENDED", "REVOKED", "CANCELLED"]
     versions = dict.fromkeys(certs, 1)
     latest = {
