@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
 
 from localkafka.ports import free_port
@@ -336,6 +337,41 @@ def wait_until_quiet(
             f"({len(watcher.snapshot())} so far), waiting for {quiet}s without one"
         )
     return watcher.snapshot()
+
+
+def wait_until_caught_up(deployment: Deployment, timeout: float = 120.0) -> None:
+    """Until the deployment's group has committed every record of every topic its agents
+    consume: each input processed, none still waiting (a record a rebalance made the stream
+    skip is read again only seconds later). Fails after ``timeout`` naming what is behind."""
+
+    async def behind() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=deployment.bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(deployment.name)
+            tps = [
+                TopicPartition(spec.name, p)
+                for spec in deployment.catalogue.consumed()
+                for p in range(spec.partitions)
+            ]
+            ends = await consumer.end_offsets(tps)
+            done = {tp: meta.offset for tp, meta in committed.items()}
+            return {
+                f"{tp.topic}[{tp.partition}]": end - max(0, done.get(tp, 0))
+                for tp, end in ends.items()
+                if end > max(0, done.get(tp, 0))
+            }
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    while lagging := asyncio.run(behind()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"inputs not all processed after {timeout}s: {lagging}")
+        time.sleep(0.5)
 
 
 def undecided_events(verdicts: list[dict[str, Any]], event_ids: set[str]) -> set[str]:
