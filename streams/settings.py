@@ -20,6 +20,7 @@ from topics.config import ConnectionConfig, Secret
 PREFIX = "CCC_"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,200}")
+_WEB_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9._\-]{1,249}")
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -30,7 +31,23 @@ def _bootstrap(value: str) -> str:
     servers = [s.strip() for s in value.split(",") if s.strip()]
     if not servers or not all(_HOST_PORT.fullmatch(s) for s in servers):
         raise ValueError("expected a comma-separated list of host:port")
+    if not all(0 < int(s.rsplit(":", 1)[1]) < 65536 for s in servers):
+        raise ValueError("ports are 1-65535")
     return ",".join(servers)
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 < number < 65536:
+        raise ValueError("expected a port, 1-65535")
+    return number
+
+
+def _web_host(value: str) -> str:
+    """Faust builds the worker's URL from it (``http://<host>:<port>``) and binds to it."""
+    if not _WEB_HOST.fullmatch(value):
+        raise ValueError("expected a host name or an IP address, without scheme or port")
+    return value
 
 
 def _positive_int(value: str) -> int:
@@ -284,10 +301,13 @@ class Settings:
         "CCC_WEB_ENABLED", "true", _bool, "Serve Faust's web endpoints (/metrics, health)."
     )
     web_host: str = _setting(
-        "CCC_WEB_HOST", "127.0.0.1", str, "Address the web server binds to (loopback by default)."
+        "CCC_WEB_HOST",
+        "127.0.0.1",
+        _web_host,
+        "Address the web server binds to (loopback by default).",
     )
     web_port: int = _setting(
-        "CCC_WEB_PORT", "6066", _positive_int, "Web server port; one per worker on a host."
+        "CCC_WEB_PORT", "6066", _port, "Web server port; one per worker on a host."
     )
     log_level: str = _setting(
         "CCC_LOG_LEVEL", "info", _log_level, "Worker log level when -l is not given."

@@ -55,6 +55,11 @@ def test_variables_read_elsewhere_are_accepted_but_not_settings() -> None:
         ("CCC_WEB_ENABLED", "maybe"),
         ("CCC_VERDICTS_TOPIC", "bad topic"),
         ("CCC_EXPIRY_SWEEP_INTERVAL_SECONDS", "-1"),
+        ("CCC_WEB_PORT", "70000"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "localhost:99999"),
+        ("CCC_WEB_HOST", "http://0.0.0.0"),
+        ("CCC_WEB_HOST", "host name"),
+        ("CCC_DATA_DIR", " "),
     ],
 )
 def test_malformed_value_is_refused_with_the_variable_and_value(variable: str, value: str) -> None:
