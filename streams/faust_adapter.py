@@ -436,13 +436,13 @@ class BoundedStopWorker(faust.Worker):
     stop_timeout_s: float = 30.0
     _watchdog: threading.Timer | None = None
 
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+    def _schedule_shutdown(self, received: signal.Signals) -> None:
         # mode's handler of SIGINT and SIGTERM: the loop may never get to run the stop.
         if self._watchdog is None:
-            self._watchdog = threading.Timer(self.stop_timeout_s, self._stop_timed_out, [signal])
+            self._watchdog = threading.Timer(self.stop_timeout_s, self._stop_timed_out, [received])
             self._watchdog.daemon = True
             self._watchdog.start()
-        super()._schedule_shutdown(signal)
+        super()._schedule_shutdown(received)
 
     def _stop_timed_out(self, received: signal.Signals) -> None:
         log.critical(
