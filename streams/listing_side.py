@@ -61,6 +61,9 @@ class DecidedEvent:
     claimed: tuple[str, ...]
     occurred_at: int
     decided_at: int
+    # The event's id, which its verdict's id derives from: a replayed answer that decided the
+    # event says its verdict again without the event at hand. "" in states of before it.
+    event_id: str = ""
 
 
 @dataclass(slots=True)
@@ -121,7 +124,8 @@ class Outcome:
 
 RECENT_EVENTS = 16
 # Verdicts kept for replays: the events of one listing between two offset commits (every few
-# seconds) that a crash can leave unsent. Each costs ~100 bytes in every changelog write.
+# seconds) that a crash can leave unsent. Each costs ~100 bytes and its event id in every
+# changelog write.
 RECENT_VERDICTS = 8
 
 
@@ -175,7 +179,7 @@ def _replayed_event(state: ListingState, event: ListingEvent) -> Outcome:
     digest = event_digest(event.event_id)
     decided = next((d for d in reversed(state.decided) if d.digest == digest), None)
     if decided is not None:
-        verdict = _said_again(state, event, decided)
+        verdict = _said_again(state, event.listing_id, event.event_id, decided)
         latest = state.last_verdict
         # An older decision said again is followed by the latest one again, so the listing's
         # last verdict on the topic is always its current decision.
@@ -188,16 +192,34 @@ def _replayed_event(state: ListingState, event: ListingEvent) -> Outcome:
     return _ask_again(state, [c for c in _subscribed(check.claimed) if c in state.awaiting])
 
 
-def _said_again(state: ListingState, event: ListingEvent, decided: DecidedEvent) -> Verdict:
+def _said_again(
+    state: ListingState, listing_id: str, event_id: str, decided: DecidedEvent
+) -> Verdict:
     return _verdict(
         state,
-        event.listing_id,
+        listing_id,
         decided.claimed,
         Evaluation(decided.reasons, decided.failing),
         decided.action,
-        _Cause.listing_event(event.event_id, decided.occurred_at),
+        _Cause.listing_event(event_id, decided.occurred_at),
         decided.decided_at,
     )
+
+
+def _said_again_for(state: ListingState, listing_id: str, cert_no: str) -> list[Verdict]:
+    """The verdicts of the kept decided events that claimed ``cert_no``, said again, then the
+    listing's current decision: an answer read again after a crash may have decided several
+    checks at once, and their verdicts may all have died with it (their events, handled before
+    the answer came, are committed and not read again)."""
+    verdicts = [
+        _said_again(state, listing_id, d.event_id, d)
+        for d in state.decided
+        if d.event_id and cert_no in d.claimed
+    ]
+    last = state.last_verdict
+    if verdicts and last is not None and verdicts[-1].verdict_id != last.verdict_id:
+        verdicts.append(last)
+    return verdicts
 
 
 def reask(state: ListingState) -> Outcome:
@@ -329,6 +351,9 @@ def on_certificate_answer(
     expected = state.awaiting.get(cert_no)
     if expected is None or (token is not None and token != expected):
         if not state.pending and cert_no in state.views and state.views[cert_no] == view:
+            said = _said_again_for(state, listing_id, cert_no)
+            if said:
+                return _unchanged(state, said)
             last = state.last_verdict
             if last is not None and last.trigger is VerdictTrigger.LISTING_EVENT:
                 return _unchanged(state, [last])
@@ -411,6 +436,7 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
                 check.claimed,
                 check.occurred_at,
                 now_ms,
+                check.event_id,
             ),
         ]
         verdicts.append(verdict)

@@ -74,7 +74,16 @@ def encode_listing(state: ListingState) -> bytes:
 
 def _decided_to_json(d: DecidedEvent) -> list[object]:
     reasons = [str(r) for r in d.reasons]
-    return [d.digest, str(d.action), reasons, d.failing, d.claimed, d.occurred_at, d.decided_at]
+    return [
+        d.digest,
+        str(d.action),
+        reasons,
+        d.failing,
+        d.claimed,
+        d.occurred_at,
+        d.decided_at,
+        d.event_id,
+    ]
 
 
 def decode_listing(data: bytes) -> ListingState:
@@ -110,9 +119,10 @@ def decode_listing(data: bytes) -> ListingState:
                 tuple(claimed),
                 occurred_at,
                 decided_at,
+                *event_id,  # absent in states of before it
             )
-            for digest, action, reasons, failing, claimed, occurred_at, decided_at in doc.get(
-                "dv", ()
+            for digest, action, reasons, failing, claimed, occurred_at, decided_at, *event_id in (
+                doc.get("dv", ())
             )
         ],
     )

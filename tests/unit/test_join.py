@@ -356,3 +356,28 @@ def test_an_answer_newer_than_a_claimers_view_re_checks_it_as_that_change() -> N
     said = len(join.verdicts)
     join.run_sync()
     assert {v.verdict_id for v in join.verdicts[said:]} <= {v.verdict_id for v in takedowns}
+
+
+def test_a_replayed_answer_says_again_every_verdict_it_decided() -> None:
+    """Two events of one listing wait on one answer; the answer decides both. A crash before
+    the updates' offset is committed reads the answer again, while the events themselves are
+    committed: both verdicts are said again, not only the last (the kill test's lost event)."""
+    join = InProcessJoin()
+    cert = cert_no()
+    [lid] = _at(join, 1, 1)
+    join.publish_listing(listing_event(lid, [cert], event_id="E-1"))
+    join.publish_listing(listing_event(lid, [cert], "UPDATED", event_id="E-2"))
+    asyncio.run(join.step("events", 1))
+    asyncio.run(join.step("events", 1))
+    join.publish_certificate(status_change(cert))
+    join.run_sync()
+    decided = {v.trigger_id: v.verdict_id for v in join.verdicts}
+    assert set(decided) == {"E-1", "E-2"}
+
+    join.topics["events"].commit()
+    join.crash()
+    said = len(join.verdicts)
+    join.run_sync()
+    again = [v for v in join.verdicts[said:] if v.trigger_id in decided]
+    assert {v.verdict_id for v in again} == set(decided.values())
+    assert join.last_verdicts()[lid].trigger_id == "E-2"  # the current decision stays last
