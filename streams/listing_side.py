@@ -344,19 +344,19 @@ def on_certificate_answer(
 
     Only the answer to the subscription awaited counts (``token`` matches; None matches any,
     for callers that do not track tokens). Any other is an older answer read again after a
-    crash: if it repeats what the listing holds and nothing is pending, the verdict it once
-    decided is said again (it may have died with the crash); otherwise it is stale."""
+    crash: if it repeats what the listing holds, the verdicts it may have decided are said
+    again (they may have died with the crash), then the current decision; otherwise it is
+    stale."""
     if state is None or cert_no not in needed(state):
         return _unchanged(state)
     expected = state.awaiting.get(cert_no)
     if expected is None or (token is not None and token != expected):
-        if not state.pending and cert_no in state.views and state.views[cert_no] == view:
+        if cert_no in state.views and state.views[cert_no] == view:
             said = _said_again_for(state, listing_id, cert_no)
             if said:
                 return _unchanged(state, said)
-            last = state.last_verdict
-            if last is not None and last.trigger is VerdictTrigger.LISTING_EVENT:
-                return _unchanged(state, [last])
+            if state.last_verdict is not None:
+                return _unchanged(state, [state.last_verdict])
         return _unchanged(state)
     del state.awaiting[cert_no]
     state.views[cert_no] = view

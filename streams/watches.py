@@ -26,8 +26,8 @@ class CertWatch:
     # that claims the certificate later gets it too (an event stamped before the expiry must
     # not stay live on an expired certificate).
     expiry: CertTrigger | None = None
-    # Where in the partition's updates the answer taken was read: an answer read there again
-    # is a replay, one read later a repeat (``on_answer``).
+    # Where in the partition's updates the latest answer taken was read: an answer read there
+    # or before again is a replay, one read later a repeat (``on_answer``).
     answered_offset: int = -1
 
 
@@ -53,7 +53,11 @@ def on_answer(watch: CertWatch, token: str, view: CertView | None, offset: int) 
         return Answered.FIRST
     if _newer(view, watch.view):
         watch.view = view
-    return Answered.REPLAY if offset <= watch.answered_offset else Answered.REPEAT
+    if offset <= watch.answered_offset:
+        return Answered.REPLAY
+    # What a repeat decides is said again if it is read again after a crash: a replay too.
+    watch.answered_offset = offset
+    return Answered.REPEAT
 
 
 def on_trigger(watch: CertWatch, trigger: CertTrigger) -> None:

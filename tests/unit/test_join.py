@@ -381,3 +381,64 @@ def test_a_replayed_answer_says_again_every_verdict_it_decided() -> None:
     again = [v for v in join.verdicts[said:] if v.trigger_id in decided]
     assert {v.verdict_id for v in again} == set(decided.values())
     assert join.last_verdicts()[lid].trigger_id == "E-2"  # the current decision stays last
+
+
+def test_what_a_repeated_answer_decided_is_said_again_when_it_is_read_again() -> None:
+    """A re-ask's answer caught two listings up (TAKEDOWN); a crash before its offset is
+    committed reads it again: the takedowns are said again, and stay each listing's last."""
+    join = InProcessJoin()
+    cert = cert_no()
+    listings = _at(join, 2, 2)
+    join.publish_certificate(status_change(cert, "VALID", 1))
+    for lid in listings:
+        join.publish_listing(listing_event(lid, [cert]))
+    join.run_sync()
+    [(key, value)] = [(k, v) for p, k, v in join.topics["updates"].sent if p == 2]
+    first = decode_update(value)
+    assert isinstance(first, Answer) and first.view is not None
+    join.commit()
+    revoked = replace(first.view, status=CertificateStatus.REVOKED, version=2)
+    join.topics["updates"].append(2, key, encode_update(replace(first, view=revoked, changed_at=7)))
+    said = len(join.verdicts)
+    join.run_sync()
+    takedowns = {v.verdict_id for v in join.verdicts[said:]}
+    assert len(takedowns) == 2
+
+    join.crash()
+    said = len(join.verdicts)
+    join.run_sync()
+    assert takedowns <= {v.verdict_id for v in join.verdicts[said:]}
+    assert {v.action for v in join.last_verdicts().values()} == {TAKEDOWN}
+
+
+def test_a_replayed_answer_says_its_verdict_again_while_a_later_check_still_waits() -> None:
+    """E-1 claims C, E-2 claims C and D; C's answer decides E-1 while E-2 waits on D. Read
+    again after a crash, C's answer says E-1's verdict again (it may have died)."""
+    join = InProcessJoin()
+    c = cert_no()
+    side = join.certificate_side
+    d = next(
+        x
+        for x in (cert_no() for _ in range(1000))
+        if side.partition_of(x.encode()) != side.partition_of(c.encode())
+    )
+    d_partition = side.partition_of(d.encode())
+    [lid] = _at(join, 1, 1)
+    join.publish_listing(listing_event(lid, [c], event_id="E-1"))
+    join.publish_listing(listing_event(lid, [c, d], "UPDATED", event_id="E-2"))
+    asyncio.run(join.step("events", 1))
+    asyncio.run(join.step("events", 1))
+    join.topics["events"].commit()
+    join.publish_certificate(status_change(c))
+
+    async def all_but_d() -> None:  # D's certificate partition never answers
+        while ready := [r for r in join.pending() if r != ("commands", d_partition)]:
+            await join.step(*ready[0])
+
+    asyncio.run(all_but_d())
+    [first] = join.verdicts
+    assert first.trigger_id == "E-1"
+    join.crash()
+    said = len(join.verdicts)
+    asyncio.run(all_but_d())
+    assert first.verdict_id in {v.verdict_id for v in join.verdicts[said:]}
