@@ -26,7 +26,8 @@ from streams.model import CertView, Verdict, VerdictAction, VerdictReason
 from streams.watches import CertWatch
 
 # 2: listing partitions in the listing state and the claim index (partition-addressed join).
-FORMAT_VERSION = 2
+# 3: decided events keep their event ids; watches the offset of their latest answer.
+FORMAT_VERSION = 3
 
 
 def _load(data: bytes, what: str) -> dict[str, Any]:
