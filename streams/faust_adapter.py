@@ -438,17 +438,25 @@ class BoundedStopWorker(faust.Worker):
 
     def _schedule_shutdown(self, received: signal.Signals) -> None:
         # mode's handler of SIGINT and SIGTERM: the loop may never get to run the stop.
-        if self._watchdog is None:
-            self._watchdog = threading.Timer(self.stop_timeout_s, self._stop_timed_out, [received])
-            self._watchdog.daemon = True
-            self._watchdog.start()
+        self._start_watchdog(received.name)
         super()._schedule_shutdown(received)
 
-    def _stop_timed_out(self, received: signal.Signals) -> None:
+    def on_worker_shutdown(self) -> None:
+        # mode's hook before its final stop, also after a crash rather than a signal.
+        self._start_watchdog("the worker's end")
+        super().on_worker_shutdown()
+
+    def _start_watchdog(self, cause: str) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.stop_timeout_s, self._stop_timed_out, [cause])
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _stop_timed_out(self, cause: str) -> None:
         log.critical(
             "stop after %s not finished in %.0f s (CCC_STOP_TIMEOUT_SECONDS): exiting now; "
             "the events since the last commit are read again",
-            received.name,
+            cause,
             self.stop_timeout_s,
         )
         for handler in logging.getLogger().handlers:

@@ -117,7 +117,12 @@ def _partition(value: Any) -> bool:
 
 def _changed_at(rest: list[Any]) -> bool:
     """An answer's optional last element (answers of before it had none)."""
-    return rest == [] or (len(rest) == 1 and isinstance(rest[0], int) and rest[0] >= 0)
+    return rest == [] or (
+        len(rest) == 1
+        and isinstance(rest[0], int)
+        and not isinstance(rest[0], bool)
+        and rest[0] >= 0
+    )
 
 
 def encode_command(command: CertificateCommand) -> bytes:

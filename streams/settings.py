@@ -7,6 +7,7 @@ a typo cannot silently leave a default in force.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -20,7 +21,8 @@ from topics.config import ConnectionConfig, Secret
 PREFIX = "CCC_"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,200}")
-_WEB_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9._\-]{1,249}")
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -44,9 +46,18 @@ def _port(value: str) -> int:
 
 
 def _web_host(value: str) -> str:
-    """Faust builds the worker's URL from it (``http://<host>:<port>``) and binds to it."""
-    if not _WEB_HOST.fullmatch(value):
-        raise ValueError("expected a host name or an IP address, without scheme or port")
+    """Faust builds the worker's URL from it (``http://<host>:<port>``) and binds to it, so an
+    IPv6 literal (which would need brackets in the URL and none to bind) is refused."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(value):
+            raise ValueError(
+                "expected a host name or an IPv4 address, without scheme or port"
+            ) from None
+        return value
+    if address.version != 4:
+        raise ValueError("an IPv6 address cannot be put in Faust's URL: use a host name")
     return value
 
 
@@ -99,9 +110,12 @@ def _data_dir(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
     path = Path(value).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError("exists and is not a directory")
-    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError("exists and is not a directory")
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    except OSError as exc:
+        raise ValueError(f"cannot be examined ({exc.strerror})") from None
     if not existing.is_dir():
         raise ValueError(f"cannot be created: {existing} is a file")
     return value

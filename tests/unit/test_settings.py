@@ -59,6 +59,9 @@ def test_variables_read_elsewhere_are_accepted_but_not_settings() -> None:
         ("KAFKA_BOOTSTRAP_SERVERS", "localhost:99999"),
         ("CCC_WEB_HOST", "http://0.0.0.0"),
         ("CCC_WEB_HOST", "host name"),
+        ("CCC_WEB_HOST", "10.0.0.1:6066"),
+        ("CCC_WEB_HOST", "::1"),
+        ("CCC_WEB_HOST", "[::1]"),
         ("CCC_DATA_DIR", " "),
     ],
 )
@@ -150,3 +153,8 @@ def test_a_group_instance_id_makes_the_consumer_a_static_member(instance_id: str
 def test_a_malformed_group_instance_id_is_refused() -> None:
     with pytest.raises(ConfigError, match="CCC_GROUP_INSTANCE_ID='pod 0'"):
         Settings.from_env({"CCC_GROUP_INSTANCE_ID": "pod 0"})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "localhost", "ccc-guard-0.ccc-guard.svc"])
+def test_web_hosts_faust_can_put_in_a_url_are_accepted(host: str) -> None:
+    assert Settings.from_env({"CCC_WEB_HOST": host}).web_host == host
