@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from localkafka.ports import free_port
 from streams.settings import Settings
@@ -152,8 +152,11 @@ class Feed:
         self.bootstrap, self.catalogue = bootstrap, catalogue
 
     def _send(self, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
-        """Each record in order, once acknowledged; while the broker is away (a test restarts
-        it) the rest are sent again for up to a minute, as a platform's producer would."""
+        """Each record in order, once acknowledged. While the broker is away or coming back (a
+        test restarts it) the rest are sent again for up to two minutes, on a send timeout or
+        any error Kafka calls retriable, as a platform's producer would: a broker that is just
+        back can answer metadata before it lists its topics, which aiokafka reports as an
+        unknown topic once its request timeout has passed."""
         sent = 0
 
         async def run() -> None:
@@ -167,13 +170,15 @@ class Feed:
             finally:
                 await producer.stop()
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 asyncio.run(run())
                 return
-            except (KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError):
-                if time.monotonic() > deadline:
+            except KafkaError as exc:
+                # aiokafka flags its own send timeout as not retriable; a platform would retry it.
+                retriable = exc.retriable or isinstance(exc, KafkaTimeoutError)
+                if not retriable or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
 
