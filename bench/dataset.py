@@ -72,7 +72,7 @@ class DataSet:
                 "factory": None,
                 "product_name": "charger",
                 "category_code": cert[6:10],
-                "models": [f"M-{index}"],
+                "models": [f"M-{index}", "X-1"],  # every listing's model
                 "issued_on": expires_on - 5 * 365,
                 "expires_on": expires_on,
                 "certification_body": "CQC",

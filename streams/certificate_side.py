@@ -35,7 +35,7 @@ class CertDecision:
 
 
 def _rules_relevant(view: CertView) -> tuple[object, ...]:
-    return (view.status, view.category_code, view.expires_on)
+    return (view.status, view.category_code, view.expires_on, view.models)
 
 
 def on_status_change(state: CertState | None, change: CertificateChange) -> CertDecision:

@@ -78,16 +78,18 @@ ListingUpdate = Answer | CertTrigger | Reask
 
 
 def view_to_json(view: CertView) -> list[Any]:
-    return [str(view.status), view.version, view.category_code, view.expires_on]
+    return [str(view.status), view.version, view.category_code, view.expires_on, view.models]
 
 
 def view_from_json(data: Any) -> CertView:
-    status, version, category, expires_on = data
+    status, version, category, expires_on, models = data
     if not (isinstance(version, int) and isinstance(expires_on, int)):
         raise ValueError("view version and expires_on must be integers")
     if category is not None and not isinstance(category, str):
         raise ValueError("view category must be a string or null")
-    return CertView(CertificateStatus(status), version, category, expires_on)
+    if not (isinstance(models, list) and all(isinstance(m, str) for m in models)):
+        raise ValueError("view models must be a list of strings")
+    return CertView(CertificateStatus(status), version, category, expires_on, tuple(models))
 
 
 def trigger_to_json(trigger: CertTrigger) -> list[Any]:

@@ -33,7 +33,7 @@ from streams.metrics import GuardMetrics
 from streams.model import CertTrigger, Verdict, VerdictTrigger
 from streams.processing import PrefixScan, Record, Table
 from streams.reask import AwaitingTracker
-from streams.rules import change_trigger_id
+from streams.rules import DEFAULT_RULES, Rules, change_trigger_id
 from streams.state_codec import (
     cert_partition_key,
     decode_listing,
@@ -110,6 +110,7 @@ class ListingProcessor:
         awaiting: AwaitingTracker,
         progress: Counter[str],
         clock: Clock,
+        rules: Rules = DEFAULT_RULES,
     ) -> None:
         self.tables, self.outputs, self.codec, self.event_record = (
             tables,
@@ -118,7 +119,7 @@ class ListingProcessor:
             event_record,
         )
         self.limits, self.metrics, self.awaiting = limits, metrics, awaiting
-        self.progress, self.clock = progress, clock
+        self.progress, self.clock, self.rules = progress, clock, rules
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -131,7 +132,7 @@ class ListingProcessor:
         state = self._state(key)
         before = needed(state)
         outcome = listing_side.on_listing_event(
-            state, event, self.clock(), record.offset, record.partition
+            state, event, self.clock(), record.offset, record.partition, self.rules
         )
         await self._settle(record.partition, event.listing_id, before, outcome)
 
@@ -160,17 +161,19 @@ class ListingProcessor:
             before = needed(state)
             if answer.cert_no in state.awaiting:
                 outcome = listing_side.on_certificate_answer(
-                    state, listing_id, answer.cert_no, watch.view, self.clock()
+                    state, listing_id, answer.cert_no, watch.view, self.clock(), rules=self.rules
                 )
             elif catch_up is not None and _behind(state, catch_up):
                 # A change this listing never heard of: its partition was not subscribed when
                 # the certificate side fanned it out (a watch closed and opened again around it).
-                outcome = listing_side.on_recheck(state, listing_id, catch_up, self.clock())
+                outcome = listing_side.on_recheck(
+                    state, listing_id, catch_up, self.clock(), self.rules
+                )
             elif answered is Answered.REPEAT:
                 continue  # a re-ask's answer: nothing new for a listing not waiting on it
             else:
                 outcome = listing_side.on_certificate_answer(
-                    state, listing_id, answer.cert_no, watch.view, self.clock()
+                    state, listing_id, answer.cert_no, watch.view, self.clock(), rules=self.rules
                 )
             await self._settle(partition, listing_id, before, outcome)
 
@@ -194,7 +197,7 @@ class ListingProcessor:
         started, rechecked = self.clock(), 0
         for listing_id, state in self._claimers(partition, trigger.cert_no):
             before = needed(state)
-            outcome = listing_side.on_recheck(state, listing_id, trigger, self.clock())
+            outcome = listing_side.on_recheck(state, listing_id, trigger, self.clock(), self.rules)
             await self._settle(partition, listing_id, before, outcome)
             rechecked += 1
         self.progress["rechecks"] += rechecked
@@ -261,7 +264,7 @@ class ListingProcessor:
                 await self.outputs.command(cert_no, Subscribe(partition, watch.token))
             return None
         outcome = listing_side.on_certificate_answer(
-            state, listing_id, cert_no, watch.view, self.clock()
+            state, listing_id, cert_no, watch.view, self.clock(), rules=self.rules
         )
         return self._with_late_expiry(outcome, listing_id, watch)
 
@@ -269,7 +272,9 @@ class ListingProcessor:
         late = late_expiry(watch)
         if late is None or outcome.state is None:
             return outcome
-        rechecked = listing_side.on_recheck(outcome.state, listing_id, late, self.clock())
+        rechecked = listing_side.on_recheck(
+            outcome.state, listing_id, late, self.clock(), self.rules
+        )
         return Outcome(
             rechecked.state,
             [*outcome.verdicts, *rechecked.verdicts],

@@ -30,7 +30,9 @@ from streams.model import (
     VerdictTrigger,
 )
 from streams.rules import (
+    DEFAULT_RULES,
     Evaluation,
+    Rules,
     evaluate,
     is_well_formed_cert_no,
     listing_event_action,
@@ -48,6 +50,7 @@ class PendingCheck:
     claimed: tuple[str, ...]
     category: str | None
     late: bool = False  # read after a newer event of the listing: decided, changes nothing
+    model: str | None = None
 
 
 @dataclass(slots=True)
@@ -56,8 +59,7 @@ class DecidedEvent:
 
     digest: str  # event_digest of the event
     action: VerdictAction
-    reasons: tuple[VerdictReason, ...]
-    failing: tuple[str, ...]
+    evaluation: Evaluation  # what it was decided on: said again as it was, evidence and all
     claimed: tuple[str, ...]
     occurred_at: int
     decided_at: int
@@ -107,6 +109,7 @@ class ListingState:
     # The partition its events arrive on, as the platform's producer chose it: where the
     # certificate side sends its answers and re-checks (-1 until an event says).
     partition: int = -1
+    model: str | None = None  # the listing's model, as declared
 
 
 @dataclass(slots=True)
@@ -199,7 +202,7 @@ def _said_again(
         state,
         listing_id,
         decided.claimed,
-        Evaluation(decided.reasons, decided.failing),
+        decided.evaluation,
         decided.action,
         _Cause.listing_event(event_id, decided.occurred_at),
         decided.decided_at,
@@ -253,6 +256,7 @@ def on_listing_event(
     now_ms: int,
     offset: int | None = None,
     partition: int | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> Outcome:
     """``offset``: the event's offset in its partition, when known (it tells late events);
     ``partition``: the partition it arrived on, where answers for the listing must go."""
@@ -264,7 +268,7 @@ def on_listing_event(
         and offset < state.event_offset
         and event.occurred_at <= state.event_at
     ):
-        return _late_event(state, event, now_ms)
+        return _late_event(state, event, now_ms, rules)
     delisted = event.event_type is ListingEventType.DELISTED
     if state is None:
         # Even a delisting of an unknown listing is remembered (as a tombstone): read again
@@ -278,7 +282,7 @@ def on_listing_event(
     unsubscribe = [c for c in old_subscribed if c not in new_subscribed]
 
     state.platform, state.shop_id = event.platform, event.shop_id
-    state.category = event.category_code
+    state.category, state.model = event.category_code, event.model
     state.claimed = new_claim
     state.delisted = delisted
     state.recent_events = (*state.recent_events, event_digest(event.event_id))[-RECENT_EVENTS:]
@@ -294,14 +298,20 @@ def on_listing_event(
         state.awaiting[cert_no] = token
     if not delisted:
         state.pending.append(
-            PendingCheck(event.event_id, event.occurred_at, event.cert_numbers, event.category_code)
+            PendingCheck(
+                event.event_id,
+                event.occurred_at,
+                event.cert_numbers,
+                event.category_code,
+                model=event.model,
+            )
         )
-    verdicts = _decide_ready_checks(state, event.listing_id, now_ms)
+    verdicts = _decide_ready_checks(state, event.listing_id, now_ms, rules)
     tokens = dict.fromkeys(subscribe, token)
     return Outcome(_settle(state), verdicts, subscribe, tokens, unsubscribe)
 
 
-def _late_event(state: ListingState, event: ListingEvent, now_ms: int) -> Outcome:
+def _late_event(state: ListingState, event: ListingEvent, now_ms: int, rules: Rules) -> Outcome:
     """An event read after a newer event of the same listing was applied, never applied itself:
     Faust can hand an event it dropped during a rebalance to the stream only after the newer
     ones. Its content is older than the state, so it changes no claim; it still gets its
@@ -318,10 +328,15 @@ def _late_event(state: ListingState, event: ListingEvent, now_ms: int) -> Outcom
         state.awaiting[cert_no] = digest
     state.pending.append(
         PendingCheck(
-            event.event_id, event.occurred_at, event.cert_numbers, event.category_code, late=True
+            event.event_id,
+            event.occurred_at,
+            event.cert_numbers,
+            event.category_code,
+            late=True,
+            model=event.model,
         )
     )
-    verdicts = _decide_ready_checks(state, event.listing_id, now_ms)
+    verdicts = _decide_ready_checks(state, event.listing_id, now_ms, rules)
     claimed_now = set(_subscribed(state.claimed))
     return Outcome(
         _settle(state),
@@ -339,6 +354,7 @@ def on_certificate_answer(
     view: CertView | None,
     now_ms: int,
     token: str | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> Outcome:
     """The certificate side answered a subscription: fill the view, decide what is ready.
 
@@ -360,12 +376,16 @@ def on_certificate_answer(
         return _unchanged(state)
     del state.awaiting[cert_no]
     state.views[cert_no] = view
-    verdicts = _decide_ready_checks(state, listing_id, now_ms)
+    verdicts = _decide_ready_checks(state, listing_id, now_ms, rules)
     return Outcome(_settle(state), verdicts)
 
 
 def on_recheck(
-    state: ListingState | None, listing_id: str, cause: CertTrigger, now_ms: int
+    state: ListingState | None,
+    listing_id: str,
+    cause: CertTrigger,
+    now_ms: int,
+    rules: Rules = DEFAULT_RULES,
 ) -> Outcome:
     """A claimed certificate changed (or expired): re-decide at the trigger's time.
 
@@ -388,10 +408,17 @@ def on_recheck(
         return _unchanged(state)
     state.views[cert_no] = view
     if any(not check.late for check in state.pending):
-        return Outcome(state, _decide_ready_checks(state, listing_id, now_ms))
+        return Outcome(state, _decide_ready_checks(state, listing_id, now_ms, rules))
     # Nothing pending, or only late checks: they change nothing, so the re-check decides.
     state.clock_ms = max(state.clock_ms, at_ms)
-    evaluation = evaluate(state.claimed, state.category, state.views, state.clock_ms)
+    evaluation = evaluate(
+        state.claimed,
+        state.category,
+        state.views,
+        state.clock_ms,
+        state.model,
+        rules.model_policy(state.platform),
+    )
     action = recheck_action(state.live, evaluation)
     state.reasons, state.failing = evaluation.reasons, evaluation.failing_certs
     if action is None:
@@ -411,7 +438,9 @@ def _accept_view(state: ListingState, cert_no: str, view: CertView | None) -> bo
     return view is not None and view.version >= held.version
 
 
-def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> list[Verdict]:
+def _decide_ready_checks(
+    state: ListingState, listing_id: str, now_ms: int, rules: Rules
+) -> list[Verdict]:
     verdicts: list[Verdict] = []
     while state.pending:
         check = state.pending[0]
@@ -419,7 +448,14 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
             break  # decided in order: a later event never overtakes an earlier one
         state.pending.pop(0)
         state.clock_ms = max(state.clock_ms, check.occurred_at)
-        evaluation = evaluate(check.claimed, check.category, state.views, state.clock_ms)
+        evaluation = evaluate(
+            check.claimed,
+            check.category,
+            state.views,
+            state.clock_ms,
+            check.model,
+            rules.model_policy(state.platform),
+        )
         action = listing_event_action(evaluation)
         if not check.late:
             state.live = evaluation.passes
@@ -431,8 +467,7 @@ def _decide_ready_checks(state: ListingState, listing_id: str, now_ms: int) -> l
             DecidedEvent(
                 event_digest(check.event_id),
                 action,
-                verdict.reasons,
-                verdict.failing_certs,
+                evaluation,
                 check.claimed,
                 check.occurred_at,
                 now_ms,
@@ -514,4 +549,7 @@ def _verdict(
         trigger_id=cause.trigger_id,
         event_time=cause.event_time,
         decided_at=now_ms,
+        warnings=evaluation.warnings,
+        evidence=evaluation.evidence,
+        rules_version=evaluation.rules_version,
     )

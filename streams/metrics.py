@@ -85,6 +85,13 @@ class GuardMetrics:
             ["platform", "action", "reason"],
             registry=registry,
         )
+        self.verdict_warnings = Counter(
+            "ccc_guard_verdict_warnings_total",
+            "Warnings carried by verdicts, which did not change their action (MODEL_MISMATCH "
+            "under CCC_MODEL_MISMATCH=WARN).",
+            ["platform", "warning"],
+            registry=registry,
+        )
         self.verdict_latency = Histogram(
             "ccc_guard_verdict_latency_seconds",
             "From the trigger's event time to the verdict being produced.",
@@ -181,6 +188,8 @@ class GuardMetrics:
         self.verdicts.labels(platform, action).inc()
         for reason in verdict.reasons:
             self.verdict_reasons.labels(platform, action, str(reason)).inc()
+        for warning in verdict.warnings:
+            self.verdict_warnings.labels(platform, str(warning)).inc()
         self.verdict_latency.labels(str(verdict.trigger)).observe(
             max(produced_at_ms - verdict.event_time, 0) / 1000
         )

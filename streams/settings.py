@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from streams.errors import ConfigError
+from streams.rules import ModelPolicy, Rules
 from topics.catalogue import TopicNaming
 from topics.config import ConnectionConfig, Secret
 
@@ -163,6 +164,27 @@ def _existing_file(value: str) -> str:
     except OSError as exc:
         raise ValueError(f"cannot be read ({exc.strerror})") from None
     return str(path)
+
+
+def _model_policy(value: str) -> ModelPolicy:
+    return ModelPolicy(_choice(*ModelPolicy)(value))
+
+
+def _model_policy_by_platform(value: str) -> dict[str, ModelPolicy]:
+    """``platform=POLICY`` pairs, comma-separated: ``jd=BLOCK,tmall=WARN``."""
+    chosen: dict[str, ModelPolicy] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        platform, equals, policy = pair.partition("=")
+        platform = platform.strip()
+        if not equals or not platform:
+            raise ValueError(f"{pair!r} is not platform=BLOCK or platform=WARN")
+        if platform in chosen:
+            raise ValueError(f"platform {platform!r} is given twice")
+        try:
+            chosen[platform] = _model_policy(policy)
+        except ValueError as exc:
+            raise ValueError(f"{platform}: {exc}") from None
+    return chosen
 
 
 # Variables of the same CCC_ namespace that other parts read on their own, so accepted here:
@@ -377,6 +399,23 @@ class Settings:
         _positive_int,
         "Longest id (event, listing, shop, platform) accepted.",
     )
+    # _setting returns a dataclasses.field() spec, never a shared value, which ruff cannot know.
+    model_mismatch: ModelPolicy = _setting(  # noqa: RUF009
+        "CCC_MODEL_MISMATCH",
+        "WARN",
+        _model_policy,
+        "What a listing model that no claimed certificate lists does: WARN (the verdict keeps "
+        "its action and carries the warning MODEL_MISMATCH) or BLOCK (MODEL_MISMATCH is a "
+        "reason: the listing is blocked, or taken down on a re-check). WARN by default so that "
+        "an upgrade changes no action; a platform turns BLOCK on once it trusts its model data.",
+    )
+    model_mismatch_by_platform: dict[str, ModelPolicy] = _setting(  # noqa: RUF009
+        "CCC_MODEL_MISMATCH_BY_PLATFORM",
+        "",
+        _model_policy_by_platform,
+        "Per-platform choices that override CCC_MODEL_MISMATCH, as platform=POLICY pairs, "
+        "comma-separated: jd=BLOCK,tmall=WARN.",
+    )
     max_record_bytes: int = _setting(
         "CCC_MAX_RECORD_BYTES",
         "65536",
@@ -430,6 +469,10 @@ class Settings:
             partitions=self.partitions,
             replication_factor=self.replication_factor,
         )
+
+    def rules(self) -> Rules:
+        """The rule choices of this deployment."""
+        return Rules(self.model_mismatch, dict(self.model_mismatch_by_platform))
 
     @property
     def uses_sasl(self) -> bool:
@@ -494,8 +537,16 @@ class Settings:
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, current value, meaning) for every setting; secrets show as ``***``."""
         return [
-            (f.metadata["env"], str(getattr(self, f.name)), f.metadata["doc"]) for f in fields(self)
+            (f.metadata["env"], _shown(getattr(self, f.name)), f.metadata["doc"])
+            for f in fields(self)
         ]
+
+
+def _shown(value: object) -> str:
+    """A value as it would be written in its variable."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,21 @@ from streams.join_protocol import (
     view_to_json,
 )
 from streams.listing_side import DecidedEvent, ListingState, PendingCheck
-from streams.model import CertView, Verdict, VerdictAction, VerdictReason
+from streams.model import (
+    CertEvidence,
+    CertView,
+    Verdict,
+    VerdictAction,
+    VerdictReason,
+    VerdictWarning,
+)
+from streams.rules import Evaluation
 from streams.watches import CertWatch
 
 # 2: listing partitions in the listing state and the claim index (partition-addressed join).
 # 3: decided events keep their event ids; watches the offset of their latest answer.
-FORMAT_VERSION = 3
+# 4: views carry the certificate's models, listings their model, decided events the evidence.
+FORMAT_VERSION = 4
 
 
 def _load(data: bytes, what: str) -> dict[str, Any]:
@@ -51,13 +60,15 @@ def encode_listing(state: ListingState) -> bytes:
             "p": state.platform,
             "s": state.shop_id,
             "c": state.category,
+            "m": state.model,
             "cl": state.claimed,
             "v": {k: None if v is None else view_to_json(v) for k, v in state.views.items()},
             "l": state.live,
             "r": [str(r) for r in state.reasons],
             "f": state.failing,
             "q": [
-                [p.event_id, p.occurred_at, p.claimed, p.category, p.late] for p in state.pending
+                [p.event_id, p.occurred_at, p.claimed, p.category, p.late, p.model]
+                for p in state.pending
             ],
             "lv": None if state.last_verdict is None else state.last_verdict.as_record(),
             "lk": state.last_key,
@@ -74,17 +85,54 @@ def encode_listing(state: ListingState) -> bytes:
 
 
 def _decided_to_json(d: DecidedEvent) -> list[object]:
-    reasons = [str(r) for r in d.reasons]
     return [
         d.digest,
         str(d.action),
-        reasons,
-        d.failing,
+        _evaluation_to_json(d.evaluation),
         d.claimed,
         d.occurred_at,
         d.decided_at,
         d.event_id,
     ]
+
+
+def _evaluation_to_json(e: Evaluation) -> list[object]:
+    return [
+        [str(r) for r in e.reasons],
+        e.failing_certs,
+        [str(w) for w in e.warnings],
+        [
+            [
+                c.cert_no,
+                None if c.view is None else view_to_json(c.view),
+                [str(r) for r in c.reasons],
+                [str(w) for w in c.warnings],
+                c.models_matched,
+            ]
+            for c in e.evidence
+        ],
+        e.rules_version,
+    ]
+
+
+def _evaluation_from_json(doc: list[Any]) -> Evaluation:
+    reasons, failing, warnings, evidence, version = doc
+    return Evaluation(
+        tuple(VerdictReason(r) for r in reasons),
+        tuple(failing),
+        tuple(VerdictWarning(w) for w in warnings),
+        tuple(
+            CertEvidence(
+                cert_no,
+                None if view is None else view_from_json(view),
+                tuple(VerdictReason(r) for r in cert_reasons),
+                tuple(VerdictWarning(w) for w in cert_warnings),
+                None if matched is None else tuple(matched),
+            )
+            for cert_no, view, cert_reasons, cert_warnings, matched in evidence
+        ),
+        version,
+    )
 
 
 def decode_listing(data: bytes) -> ListingState:
@@ -96,12 +144,13 @@ def decode_listing(data: bytes) -> ListingState:
         platform=doc["p"],
         shop_id=doc["s"],
         category=doc["c"],
+        model=doc["m"],
         claimed=tuple(doc["cl"]),
         views=views,
         live=doc["l"],
         reasons=tuple(VerdictReason(r) for r in doc["r"]),
         failing=tuple(doc["f"]),
-        pending=[PendingCheck(q[0], q[1], tuple(q[2]), q[3], *q[4:]) for q in doc["q"]],
+        pending=[PendingCheck(q[0], q[1], tuple(q[2]), q[3], q[4], q[5]) for q in doc["q"]],
         last_verdict=None if doc["lv"] is None else Verdict.from_record(doc["lv"]),
         last_key=doc.get("lk"),
         delisted=doc["d"],
@@ -115,16 +164,13 @@ def decode_listing(data: bytes) -> ListingState:
             DecidedEvent(
                 digest,
                 VerdictAction(action),
-                tuple(VerdictReason(r) for r in reasons),
-                tuple(failing),
+                _evaluation_from_json(evaluation),
                 tuple(claimed),
                 occurred_at,
                 decided_at,
-                *event_id,  # absent in states of before it
+                event_id,
             )
-            for digest, action, reasons, failing, claimed, occurred_at, decided_at, *event_id in (
-                doc.get("dv", ())
-            )
+            for digest, action, evaluation, claimed, occurred_at, decided_at, event_id in doc["dv"]
         ],
     )
 

@@ -158,6 +158,7 @@ class Topology:
             self.awaiting,
             self.progress.counts,
             clock,
+            settings.rules(),
         )
         self.certificate_side = CertificateProcessor(
             CertificateTables(self.certificates, self.subscriptions, iter_items_with_prefix),

@@ -20,7 +20,7 @@ from streams.model import (
     ListingEvent,
     ListingEventType,
 )
-from streams.rules import is_well_formed_cert_no
+from streams.rules import certificate_model_keys, is_well_formed_cert_no
 from streams.settings import Settings
 
 
@@ -89,6 +89,7 @@ def listing_event(record: dict[str, Any], key: bytes | None, limits: Limits) -> 
         shop_id=shop_id,
         listing_id=listing_id,
         category_code=record["category_code"] or None,
+        model=record["model"] or None,
         cert_numbers=tuple(dict.fromkeys(certs)),  # de-duplicated, claim order kept
         occurred_at=record["occurred_at"],
     )
@@ -112,5 +113,6 @@ def certificate_change(
         version=record["version"],
         category_code=record["category_code"] or None,
         expires_on=record["expires_on"],
+        models=certificate_model_keys(record["models"]),
     )
     return CertificateChange(cert_no, view, record["changed_at"], record)

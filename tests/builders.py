@@ -41,6 +41,7 @@ def listing_event(
     title: str = "65W USB-C charger",
     platform: str = "jd",
     shop: str = "S-001",
+    model: str | None = "A-65",
 ) -> dict[str, Any]:
     return {
         "event_id": event_id or f"E-{uuid.uuid4().hex}",
@@ -51,7 +52,7 @@ def listing_event(
         "title": title,
         "category_code": category,
         "brand": "Acme",
-        "model": "A-65",
+        "model": model,
         "cert_numbers": certs,
         "occurred_at": now_ms() if occurred_at is None else occurred_at,
     }
@@ -65,6 +66,7 @@ def status_change(
     category: str | None = "0907",
     expires_on: int | None = None,
     changed_at: int | None = None,
+    models: tuple[str, ...] = ("A-65", "A-100"),
 ) -> dict[str, Any]:
     today = today_cst()
     return {
@@ -76,7 +78,7 @@ def status_change(
         "factory": None,
         "product_name": "USB-C charger",
         "category_code": category,
-        "models": ["A-65", "A-100"],
+        "models": list(models),
         "issued_on": today - 700,
         "expires_on": today + 1000 if expires_on is None else expires_on,
         "certification_body": "China Quality Certification Centre",

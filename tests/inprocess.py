@@ -31,6 +31,7 @@ from streams.metrics import GuardMetrics
 from streams.model import Verdict
 from streams.processing import Record
 from streams.reask import AwaitingTracker
+from streams.rules import DEFAULT_RULES, Rules
 from streams.settings import Settings
 from topics.codecs import AvroCodec
 from topics.partitioning import partition_for_key
@@ -111,7 +112,12 @@ class InProcessJoin:
 
     TOPICS = ("events", "status", "changes", "commands", "updates")
 
-    def __init__(self, partitions: int = 4, partitioner: Partitioner = partition_for_key) -> None:
+    def __init__(
+        self,
+        partitions: int = 4,
+        partitioner: Partitioner = partition_for_key,
+        rules: Rules = DEFAULT_RULES,
+    ) -> None:
         self.partitions, self.partitioner = partitions, partitioner
         self.now = 1_795_000_000_000
         self.topics = {name: Topic.empty(name, partitions) for name in self.TOPICS}
@@ -134,6 +140,7 @@ class InProcessJoin:
             self.awaiting,
             self.progress,
             self.clock,
+            rules,
         )
         self.certificate_side = CertificateProcessor(
             CertificateTables(self.certificates, self.subscriptions, dict_scan),

@@ -66,7 +66,12 @@ async def read_records(
     *,
     from_beginning: bool = True,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Decoded records of ``topic``, forever; a fresh consumer group each call."""
+    """Decoded records of ``topic``, forever; a fresh consumer group each call.
+
+    Each record is read into the version of ``record_name`` that ``codec`` reads into: its
+    latest, or the one it pins. A takedown consumer built against ListingVerdict v1 passes
+    ``AvroCodec(read_as={"ListingVerdict": 1})`` and reads v1 and v2 verdicts alike; one that
+    wants the evidence passes ``AvroCodec()`` and reads v1 verdicts with v2's defaults."""
     connection = as_connection(connection)
     consumer = AIOKafkaConsumer(
         topic,

@@ -80,7 +80,12 @@ class AvroCodec:
     reads and checks every schema file) and keep it.
     """
 
-    def __init__(self, schema_dir: Path = DEFAULT_SCHEMA_DIR) -> None:
+    def __init__(
+        self, schema_dir: Path = DEFAULT_SCHEMA_DIR, read_as: Mapping[str, int] | None = None
+    ) -> None:
+        """``read_as`` pins the version a record is decoded into (``{"ListingVerdict": 1}``):
+        what a consumer built against that version does, reading bodies newer writers wrote by
+        Avro schema resolution. Unpinned records decode into their latest version."""
         self._schema_dir = schema_dir
         if not schema_dir.is_dir():
             raise ConfigError(f"schema directory {schema_dir} does not exist")
@@ -108,6 +113,12 @@ class AvroCodec:
             name: by_number[max(by_number)] for name, by_number in versions.items()
         }
         _check_named_types_agree(list(self._latest.values()))
+        self._readers = dict(self._latest)
+        for name, number in (read_as or {}).items():
+            pinned = versions.get(name, {}).get(number)
+            if pinned is None:
+                raise ConfigError(f"read_as: no {name} v{number} under {schema_dir}")
+            self._readers[name] = pinned
 
     @property
     def record_names(self) -> frozenset[str]:
@@ -145,11 +156,14 @@ class AvroCodec:
         """Decode a single-object encoded ``record_name`` into plain Python values.
 
         The writer schema is found by fingerprint among every version of every file; the body is
-        read into the latest version of ``record_name`` (fields added since get their default).
+        read into the latest version of ``record_name``, or the one ``read_as`` pins (fields
+        added since the writer's version get their default; fields the reader does not know
+        are skipped).
         Raises only ``DecodeError`` subclasses for bad bytes, and ``ValueError`` for an unknown
         ``record_name`` (a programming error, not bad input).
         """
-        reader = self._latest_of(record_name)
+        self._latest_of(record_name)  # an unknown name is refused, whatever the bytes
+        reader = self._readers[record_name]
         # `not data` also catches None, which is what a consumer sees for a tombstone.
         if not data:
             raise BadMagicError("empty value: no single-object marker")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from localkafka import LocalKafka
-from tests.integration.harness import Deployment, Guard, running_guard
+from tests.integration.harness import MODEL_BLOCK_PLATFORM, Deployment, Guard, running_guard
 
 _HERE = Path(__file__).parent.resolve()
 
@@ -61,6 +61,8 @@ def kafka_broker(_session_broker: LocalKafka | None) -> Iterator[LocalKafka]:
 def guard(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guard]:
     """One worker on its own topics, shared by a module's tests; tests keep apart by using
     fresh listing ids and certificate numbers."""
-    deployment = Deployment(kafka, tmp_path_factory.mktemp("guard"))
+    # One platform that blocks on a model mismatch, the others on the default (WARN).
+    model_block = {"CCC_MODEL_MISMATCH_BY_PLATFORM": f"{MODEL_BLOCK_PLATFORM}=BLOCK"}
+    deployment = Deployment(kafka, tmp_path_factory.mktemp("guard"), extra_env=model_block)
     with running_guard(deployment) as running:
         yield running

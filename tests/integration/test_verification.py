@@ -7,7 +7,8 @@ import pytest
 
 from streams.clock import DAY_MS
 from tests.builders import cert_no, listing_event, listing_id, now_ms, status_change, today_cst
-from tests.integration.harness import Guard
+from tests.integration.harness import MODEL_BLOCK_PLATFORM, Guard
+from topics.codecs import AvroCodec
 
 
 def actions(verdicts: list[dict[str, object]]) -> list[object]:
@@ -62,6 +63,67 @@ def test_each_reason_blocks(guard: Guard, case: str, reason: str) -> None:
     assert verdict["action"] == "BLOCK"
     assert verdict["reasons"] == [reason]
     assert verdict["failing_certs"] == certs
+
+
+def test_verdicts_carry_their_evidence_and_a_v1_consumer_reads_them(guard: Guard) -> None:
+    cert, unknown = cert_no(), cert_no()
+    warned, blocked = listing_id(), listing_id()
+    guard.feed.certificates(status_change(cert, version=3, models=("KX-100、KX-200",)))
+    guard.feed.listings(
+        listing_event(warned, [cert], platform="jd", model="KX-900"),
+        listing_event(blocked, [cert, unknown], platform=MODEL_BLOCK_PLATFORM, model="KX-900"),
+    )
+    [allowed] = guard.wait_verdicts(warned)
+    assert (allowed["action"], allowed["reasons"], allowed["warnings"]) == (
+        "ALLOW",
+        [],
+        ["MODEL_MISMATCH"],
+    )
+    assert allowed["rules_version"].endswith(";model=WARN")
+    [evidence] = allowed["evidence"]
+    assert evidence == {
+        "cert_no": cert,
+        "known": True,
+        "status": "VALID",
+        "version": 3,
+        "valid_until": today_cst() + 1000,
+        "category_code": "0907",
+        "models_matched": [],
+        "reasons": [],
+        "warnings": ["MODEL_MISMATCH"],
+    }
+
+    [block] = guard.wait_verdicts(blocked)
+    assert block["action"] == "BLOCK" and block["rules_version"].endswith(";model=BLOCK")
+    assert block["reasons"] == ["CERTIFICATE_NOT_FOUND"]  # what v1 can name
+    assert block["reason_codes"] == ["CERTIFICATE_NOT_FOUND", "MODEL_MISMATCH"]
+    assert [(e["cert_no"], e["known"], e["reasons"]) for e in block["evidence"]] == [
+        (cert, True, ["MODEL_MISMATCH"]),
+        (unknown, False, ["CERTIFICATE_NOT_FOUND"]),
+    ]
+
+    # A takedown consumer built against v1 reads the same bytes off the topic.
+    v1_reader = AvroCodec(read_as={"ListingVerdict": 1})
+    for verdict in (allowed, block):
+        as_v1 = v1_reader.decode("ListingVerdict", verdict["_value"])
+        assert set(as_v1) == set(FIELD_ORDER_V1)
+        assert as_v1 == {name: verdict[name] for name in FIELD_ORDER_V1}
+
+
+FIELD_ORDER_V1 = (
+    "verdict_id",
+    "listing_id",
+    "platform",
+    "shop_id",
+    "action",
+    "reasons",
+    "cert_numbers",
+    "failing_certs",
+    "trigger",
+    "trigger_id",
+    "event_time",
+    "decided_at",
+)
 
 
 def test_one_bad_certificate_blocks_and_restoring_it_restores(guard: Guard) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import io
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 from fastavro.schema import fingerprint as crc64_hex
 from fastavro.schema import to_parsing_canonical_form
@@ -66,6 +69,33 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "trigger_id": "2021011609123456:7",
         "event_time": 1_735_689_600_000,
         "decided_at": 1_735_689_600_250,
+        "reason_codes": ["CERTIFICATE_SUSPENDED", "CATEGORY_MISMATCH", "MODEL_MISMATCH"],
+        "warnings": ["MODEL_MISMATCH"],
+        "evidence": [
+            {
+                "cert_no": "2021011609123456",
+                "known": True,
+                "status": "SUSPENDED",
+                "version": 7,
+                "valid_until": 21_000,
+                "category_code": "1606",
+                "models_matched": ["kx-100"],
+                "reasons": ["CERTIFICATE_SUSPENDED", "CATEGORY_MISMATCH", "MODEL_MISMATCH"],
+                "warnings": ["MODEL_MISMATCH"],
+            },
+            {
+                "cert_no": "2O21011609123456",
+                "known": False,
+                "status": None,
+                "version": None,
+                "valid_until": None,
+                "category_code": None,
+                "models_matched": None,
+                "reasons": ["INVALID_CERTIFICATE_NUMBER"],
+                "warnings": [],
+            },
+        ],
+        "rules_version": "2;model=BLOCK",
     },
     "DeadLetter": {
         "source_topic": "listing-events",
@@ -103,8 +133,20 @@ SPARSE: dict[str, dict[str, Any]] = {
         "reasons": [],
         "cert_numbers": [],
         "failing_certs": [],
+        "reason_codes": [],
+        "warnings": [],
+        "evidence": [],
+        "rules_version": "",
     },
     "DeadLetter": {**SAMPLES["DeadLetter"], "key": None, "payload": b""},
+}
+
+# The versions after v1: each starts with its predecessor's fields, in order, and adds fields
+# with defaults, so every reader version reads every writer version.
+LATEST_VERSION: dict[str, int] = {"ListingVerdict": 2}
+V2_FINGERPRINTS: dict[str, str] = {"ListingVerdict": "12a41de06ce0dd6a"}
+V2_ADDED_FIELDS: dict[str, list[str]] = {
+    "ListingVerdict": ["reason_codes", "warnings", "evidence", "rules_version"]
 }
 
 # The field order is part of the contract: the canonical form, and so the fingerprint, keeps it.
@@ -206,9 +248,19 @@ def codec() -> AvroCodec:
     return AvroCodec()
 
 
-def _v1_file(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((DEFAULT_SCHEMA_DIR / f"{name}.v1.avsc").read_text())
+def _file(name: str, version: int) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(
+        (DEFAULT_SCHEMA_DIR / f"{name}.v{version}.avsc").read_text(encoding="utf-8")
+    )
     return loaded
+
+
+def _latest_file(name: str) -> dict[str, Any]:
+    return _file(name, LATEST_VERSION.get(name, 1))
+
+
+def _v1_file(name: str) -> dict[str, Any]:
+    return _file(name, 1)
 
 
 def _fingerprint_of(schema: Any) -> bytes:
@@ -286,7 +338,9 @@ def _dead_letter_value(codec: AvroCodec, partition: bytes) -> bytes:
 def test_schema_dir_holds_exactly_the_contract(codec: AvroCodec) -> None:
     assert codec.record_names == set(FIELD_ORDER)
     assert sorted(p.name for p in DEFAULT_SCHEMA_DIR.glob("*.avsc")) == sorted(
-        f"{name}.v1.avsc" for name in FIELD_ORDER
+        f"{name}.v{version}.avsc"
+        for name in FIELD_ORDER
+        for version in range(1, LATEST_VERSION.get(name, 1) + 1)
     )
 
 
@@ -320,6 +374,108 @@ def test_enum_symbols_are_the_contract() -> None:
 @pytest.mark.parametrize("name", sorted(FIELD_ORDER))
 def test_v1_fingerprints_are_pinned(name: str) -> None:
     assert _fingerprint_of(_v1_file(name)).hex() == V1_FINGERPRINTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(V2_FINGERPRINTS))
+def test_v2_fingerprints_are_pinned(name: str) -> None:
+    assert _fingerprint_of(_file(name, 2)).hex() == V2_FINGERPRINTS[name]
+
+
+def _without_docs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_docs(v) for k, v in node.items() if k != "doc"}
+    if isinstance(node, list):
+        return [_without_docs(item) for item in node]
+    return node
+
+
+@pytest.mark.parametrize("name", sorted(V2_ADDED_FIELDS))
+def test_v2_keeps_v1_and_adds_only_fields_with_defaults(name: str) -> None:
+    v1, v2 = _file(name, 1)["fields"], _file(name, 2)["fields"]
+    assert _without_docs(v2[: len(v1)]) == _without_docs(v1)
+    added = v2[len(v1) :]
+    assert [field["name"] for field in added] == V2_ADDED_FIELDS[name]
+    assert all("default" in field and field["doc"] for field in added)
+
+
+def _enums(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("type") == "enum":
+            yield node
+        for value in node.values():
+            yield from _enums(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _enums(item)
+
+
+def test_enums_new_in_v2_have_a_default_for_later_symbols() -> None:
+    v1_enums = {e["name"] for e in _enums(_file("ListingVerdict", 1))}
+    v1_enums |= {e["name"] for e in _enums(_file("CertificateStatusChanged", 1))}
+    new = [e for e in _enums(_file("ListingVerdict", 2)) if e["name"] not in v1_enums]
+    assert {e["name"] for e in new} == {"ReasonCode", "WarningCode"}
+    assert all(e["default"] == "OTHER" == e["symbols"][-1] for e in new)
+
+
+V1_VERDICT_FIELDS = FIELD_ORDER["ListingVerdict"]
+
+
+@pytest.mark.parametrize("samples", [SAMPLES, SPARSE], ids=["full", "sparse"])
+def test_a_v1_reader_reads_every_v2_verdict(
+    codec: AvroCodec, samples: dict[str, dict[str, Any]]
+) -> None:
+    """A consumer built against v1 (its reader pinned to v1, the writer schema found by
+    fingerprint) reads a v2 verdict as the v1 verdict it carries; so does plain fastavro
+    resolving v2 into v1, whatever codec a consumer uses."""
+    written = codec.encode("ListingVerdict", samples["ListingVerdict"])
+    v1_view = {k: samples["ListingVerdict"][k] for k in V1_VERDICT_FIELDS}
+    v1_reader = AvroCodec(read_as={"ListingVerdict": 1})
+    assert v1_reader.decode("ListingVerdict", written) == v1_view
+    plain = fastavro.schemaless_reader(
+        io.BytesIO(written[HEADER_SIZE:]),
+        fastavro.parse_schema(_file("ListingVerdict", 2)),
+        fastavro.parse_schema(_v1_file("ListingVerdict")),
+    )
+    as_datetimes = {
+        name: dt.datetime.fromtimestamp(v1_view[name] / 1000, dt.UTC)
+        for name in ("event_time", "decided_at")  # plain fastavro applies the logical types
+    }
+    assert plain == {**v1_view, **as_datetimes}
+
+
+def test_a_v2_reader_reads_v1_verdicts_with_the_defaults(codec: AvroCodec) -> None:
+    v1_record = {k: SAMPLES["ListingVerdict"][k] for k in V1_VERDICT_FIELDS}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(_v1_file("ListingVerdict")), v1_record)
+    written = MAGIC + bytes.fromhex(V1_FINGERPRINTS["ListingVerdict"]) + body.getvalue()
+    assert codec.decode("ListingVerdict", written) == {
+        **v1_record,
+        "reason_codes": [],
+        "warnings": [],
+        "evidence": [],
+        "rules_version": "",
+    }
+
+
+def test_a_reason_code_added_later_reads_as_other(tmp_path: Path) -> None:
+    """Why the new enums have a default: a v3 that adds a reason code is read by a v2 reader
+    as OTHER, not refused."""
+    v3 = _file("ListingVerdict", 2)
+    v3["doc"] = v3["doc"].replace("Version 2", "Version 3")
+    reason_code = next(e for e in _enums(v3) if e["name"] == "ReasonCode")
+    reason_code["symbols"].insert(-1, "QUALITY_CODE_MISSING")
+    for path in DEFAULT_SCHEMA_DIR.glob("*.avsc"):
+        shutil.copy(path, tmp_path / path.name)
+    _write(tmp_path, "ListingVerdict.v3.avsc", v3)
+    record = {**SAMPLES["ListingVerdict"], "reason_codes": ["QUALITY_CODE_MISSING"]}
+    written = AvroCodec(tmp_path).encode("ListingVerdict", record)
+    read = AvroCodec(tmp_path, read_as={"ListingVerdict": 2}).decode("ListingVerdict", written)
+    assert read["reason_codes"] == ["OTHER"]
+
+
+def test_read_as_names_a_version_that_exists() -> None:
+    with pytest.raises(ConfigError, match="no ListingVerdict v9"):
+        AvroCodec(read_as={"ListingVerdict": 9})
 
 
 @pytest.mark.parametrize("name", sorted(FIELD_ORDER))
@@ -390,7 +546,7 @@ def test_reference_fingerprint_vectors(schema: Any, java_fingerprint: int) -> No
 @pytest.mark.parametrize("name", sorted(FIELD_ORDER))
 def test_header_is_magic_then_fingerprint(codec: AvroCodec, name: str) -> None:
     encoded = codec.encode(name, SAMPLES[name])
-    expected = _fingerprint_of(_v1_file(name))
+    expected = _fingerprint_of(_latest_file(name))
     assert codec.fingerprint(name) == expected
     assert len(expected) == 8
     assert encoded[:2] == b"\xc3\x01"

@@ -28,8 +28,9 @@ from streams.model import (
     VerdictAction,
     VerdictReason,
     VerdictTrigger,
+    VerdictWarning,
 )
-from streams.rules import evaluate
+from streams.rules import RULES_VERSION, ModelPolicy, Rules, evaluate
 from streams.state_codec import decode_certificate, decode_listing, encode_listing
 from tests.builders import cert_no, listing_event, status_change
 from tests.inprocess import PARTITIONERS, InProcessJoin
@@ -442,3 +443,60 @@ def test_a_replayed_answer_says_its_verdict_again_while_a_later_check_still_wait
     said = len(join.verdicts)
     asyncio.run(all_but_d())
     assert first.verdict_id in {v.verdict_id for v in join.verdicts[said:]}
+
+
+# --- the model rule and the evidence, through the codecs ------------------------------------
+
+
+def test_each_platform_chooses_whether_a_model_mismatch_blocks_or_warns() -> None:
+    join = InProcessJoin(rules=Rules(ModelPolicy.WARN, {"tmall": ModelPolicy.BLOCK}))
+    cert = cert_no()
+    join.publish_certificate(status_change(cert, models=("KX-100、KX-200",)))
+    join.publish_listing(listing_event("L-jd", [cert], platform="jd", model="KX-900"))
+    join.publish_listing(listing_event("L-tm", [cert], platform="tmall", model="KX-900"))
+    full_width = "\uff4b\uff58\uff0d\uff12\uff10\uff10"  # kx-200, as a seller may type it
+    join.publish_listing(listing_event("L-ok", [cert], platform="tmall", model=full_width))
+    join.run_sync()
+    verdicts = join.last_verdicts()
+    warned, blocked, fine = verdicts["L-jd"], verdicts["L-tm"], verdicts["L-ok"]
+    assert (warned.action, warned.reasons) == (ALLOW, ())
+    assert warned.warnings == (VerdictWarning.MODEL_MISMATCH,)
+    assert warned.rules_version == f"{RULES_VERSION};model=WARN"
+    assert (blocked.action, blocked.reasons) == (BLOCK, (VerdictReason.MODEL_MISMATCH,))
+    assert blocked.failing_certs == (cert,) and not blocked.warnings
+    assert blocked.rules_version == f"{RULES_VERSION};model=BLOCK"
+    assert (fine.action, fine.warnings) == (ALLOW, ())
+    assert fine.evidence[0].models_matched == ("kx-200",)
+
+    # The certificate's next version drops KX-200: the live listing on it is taken down.
+    join.publish_certificate(status_change(cert, version=2, models=("KX-100",)))
+    join.run_sync()
+    taken_down = join.last_verdicts()["L-ok"]
+    assert (taken_down.action, taken_down.reasons) == (TAKEDOWN, (VerdictReason.MODEL_MISMATCH,))
+    assert join.last_verdicts()["L-jd"] == warned  # under WARN a re-check does not speak
+
+
+def test_a_verdict_said_again_after_a_crash_carries_the_evidence_it_was_decided_on() -> None:
+    join = InProcessJoin()
+    cert = cert_no()
+    [lid] = _at(join, 1, 1)
+    join.publish_certificate(status_change(cert))
+    join.publish_listing(listing_event(lid, [cert]))
+    join.run_sync()
+    [first] = join.verdicts
+    (evidence,) = first.evidence
+    assert evidence.view is not None and evidence.view.version == 1
+    assert evidence.as_record()["known"] is True and evidence.reasons == ()
+    assert first.rules_version == f"{RULES_VERSION};model=WARN"
+
+    # Version 2 changes only the category the rules read; nobody is taken down (the listing
+    # names none), but the listing's view moves on. Then the event is read again.
+    join.commit()
+    join.publish_certificate(status_change(cert, version=2, category=None))
+    join.run_sync()
+    join.topics["events"].committed[1] = 0
+    join.crash()
+    join.run_sync()
+    [again] = [v for v in join.verdicts[1:] if v.verdict_id == first.verdict_id]
+    assert again.as_record() == {**first.as_record(), "decided_at": again.decided_at}
+    assert again.evidence == first.evidence  # version 1, as first decided

@@ -54,6 +54,7 @@ from streams.model import (
     VerdictTrigger,
 )
 from streams.rules import (
+    certificate_model_keys,
     change_trigger_id,
     evaluate,
     expiry_trigger_id,
@@ -527,6 +528,7 @@ def test_certificate_validation_returns_a_change_or_rejects_it(
         record["version"],
         record["category_code"] or None,
         record["expires_on"],
+        certificate_model_keys(record["models"]),
     )
     assert change.view.version >= 0
     assert change.changed_at == record["changed_at"]

@@ -6,12 +6,26 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from streams.model import CertificateStatus, CertView, VerdictAction, VerdictReason
+from streams.model import (
+    CertificateStatus,
+    CertView,
+    Verdict,
+    VerdictAction,
+    VerdictReason,
+    VerdictTrigger,
+    VerdictWarning,
+)
 from streams.rules import (
+    RULES_VERSION,
+    ModelPolicy,
+    Rules,
+    certificate_model_keys,
     embedded_category,
     evaluate,
     is_expired,
     is_well_formed_cert_no,
+    listing_event_action,
+    model_keys,
     recheck_action,
     validity_end_ms,
     verdict_id,
@@ -207,3 +221,143 @@ def test_verdict_id_is_deterministic_and_distinguishes_its_inputs() -> None:
         )
         == 4
     )
+
+
+# --- the model rule ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "keys"),
+    [
+        ("KX-100", ("kx-100",)),
+        ("  KX-100  ", ("kx-100",)),
+        ("ＫＸ－１００", ("kx-100",)),  # full-width letters, digits and hyphen
+        ("kx-100、KX-200", ("kx-100", "kx-200")),  # ideographic comma
+        ("KX-100，KX-200", ("kx-100", "kx-200")),  # full-width comma
+        ("KX-100, KX-200 ,KX-300", ("kx-100", "kx-200", "kx-300")),
+        ("KX-100/KX-200；KX-300", ("kx-100", "kx-200", "kx-300")),  # slash, full-width semicolon
+        ("HD-65W GaN  Pro", ("hd-65w gan pro",)),  # inner runs of spaces become one
+        ("KX-100、、KX-100", ("kx-100",)),  # empty parts and repeats dropped
+        ("PD20W-C（白色）", ("pd20w-c(白色)",)),  # full-width brackets folded, Chinese kept
+        ("、 ,", ()),
+    ],
+)
+def test_model_keys_normalise_the_way_a_reader_compares(
+    written: str, keys: tuple[str, ...]
+) -> None:
+    assert model_keys(written) == keys
+
+
+def test_model_keys_never_match_by_similarity() -> None:
+    assert model_keys("KX-100") != model_keys("KX100")
+    assert model_keys("KX-100") != model_keys("KX-1OO")  # letter O is not zero
+
+
+def test_certificate_model_keys_cover_every_entry_of_the_list() -> None:
+    models = ["HW-050200CP0、HW-050200EP0", "hw-059200cp0 / HW-100225CP0"]
+    assert certificate_model_keys(models) == (
+        "hw-050200cp0",
+        "hw-050200ep0",
+        "hw-059200cp0",
+        "hw-100225cp0",
+    )
+
+
+PHONE = "2022011606454871"  # category 1606, mobile phones
+
+
+def models_view(*models: str, category: str = "0907") -> CertView:
+    return view(category_code=category, models=certificate_model_keys(models))
+
+
+def test_a_listed_model_passes_with_its_evidence() -> None:
+    result = evaluate([CHARGER], "0907", {CHARGER: models_view("KX-100、KX-200")}, NOW, "kx-200")
+    assert result.passes and not result.warnings
+    (evidence,) = result.evidence
+    assert evidence.models_matched == ("kx-200",) and not evidence.reasons
+
+
+def test_an_unlisted_model_warns_by_default_and_keeps_the_action() -> None:
+    result = evaluate([CHARGER], "0907", {CHARGER: models_view("KX-100")}, NOW, "KX-900")
+    assert result.passes
+    assert result.warnings == (VerdictWarning.MODEL_MISMATCH,)
+    assert result.evidence[0].warnings == (VerdictWarning.MODEL_MISMATCH,)
+    assert result.evidence[0].models_matched == ()
+    assert listing_event_action(result) is VerdictAction.ALLOW
+    assert result.rules_version == f"{RULES_VERSION};model=WARN"
+
+
+def test_an_unlisted_model_blocks_under_block() -> None:
+    result = evaluate(
+        [CHARGER], "0907", {CHARGER: models_view("KX-100")}, NOW, "KX-900", ModelPolicy.BLOCK
+    )
+    assert result.reasons == (VerdictReason.MODEL_MISMATCH,)
+    assert result.failing_certs == (CHARGER,) and not result.warnings
+    assert result.evidence[0].reasons == (VerdictReason.MODEL_MISMATCH,)
+    assert result.rules_version.endswith(";model=BLOCK")
+    # A live listing whose certificate drops the model is taken down by the re-check.
+    assert recheck_action(True, result) is VerdictAction.TAKEDOWN
+
+
+def test_a_bundle_passes_when_either_certificate_lists_the_model() -> None:
+    views = {CHARGER: models_view("PD-20W"), PHONE: models_view("X9 Pro", category="1606")}
+    result = evaluate([PHONE, CHARGER], None, views, NOW, "X9 PRO", ModelPolicy.BLOCK)
+    assert result.passes
+    assert [e.models_matched for e in result.evidence] == [("x9 pro",), ()]
+
+
+def test_every_model_a_listing_names_must_be_listed() -> None:
+    views = {CHARGER: models_view("KX-100")}
+    result = evaluate([CHARGER], None, views, NOW, "KX-100、KX-200", ModelPolicy.BLOCK)
+    assert result.reasons == (VerdictReason.MODEL_MISMATCH,)
+    assert result.evidence[0].models_matched == ("kx-100",)
+
+
+@pytest.mark.parametrize(
+    ("listing_model", "models"),
+    [(None, ("KX-100",)), ("", ("KX-100",)), ("KX-900", ())],
+    ids=["no listing model", "empty listing model", "certificate lists none"],
+)
+def test_the_model_is_checked_only_when_both_sides_name_models(
+    listing_model: str | None, models: tuple[str, ...]
+) -> None:
+    views = {CHARGER: models_view(*models)}
+    result = evaluate([CHARGER], "0907", views, NOW, listing_model, ModelPolicy.BLOCK)
+    assert result.passes and not result.warnings
+    assert result.evidence[0].models_matched is None
+
+
+def test_evidence_says_what_was_seen_of_each_claimed_certificate() -> None:
+    suspended = view(CertificateStatus.SUSPENDED, version=4)
+    result = evaluate(["2O17010907948411", CHARGER, PHONE], "0907", {CHARGER: suspended}, NOW)
+    malformed, seen, unknown = result.evidence
+    assert (malformed.view, malformed.reasons) == (
+        None,
+        (VerdictReason.INVALID_CERTIFICATE_NUMBER,),
+    )
+    assert seen.view == suspended and seen.reasons == (VerdictReason.CERTIFICATE_SUSPENDED,)
+    assert unknown.view is None and unknown.reasons == (VerdictReason.CERTIFICATE_NOT_FOUND,)
+    record = seen.as_record()
+    assert (record["known"], record["status"], record["version"]) == (True, "SUSPENDED", 4)
+    assert unknown.as_record()["known"] is False
+
+
+def test_a_v1_consumer_sees_only_the_reasons_v1_names() -> None:
+    result = evaluate(
+        [CHARGER], "0713", {CHARGER: models_view("KX-1")}, NOW, "KX-2", ModelPolicy.BLOCK
+    )
+    verdict = Verdict(
+        "v", "L", "jd", "S", VerdictAction.BLOCK, result.reasons, (CHARGER,),
+        result.failing_certs, VerdictTrigger.LISTING_EVENT, "E", NOW, NOW,
+        result.warnings, result.evidence, result.rules_version,
+    )  # fmt: skip
+    record = verdict.as_record()
+    assert record["reasons"] == ["CATEGORY_MISMATCH"]
+    assert record["reason_codes"] == ["CATEGORY_MISMATCH", "MODEL_MISMATCH"]
+    assert Verdict.from_record(record).as_record() == record
+
+
+def test_rules_choose_the_model_policy_per_platform() -> None:
+    rules = Rules(ModelPolicy.WARN, {"jd": ModelPolicy.BLOCK})
+    assert rules.model_policy("jd") is ModelPolicy.BLOCK
+    assert rules.model_policy("tmall") is ModelPolicy.WARN
