@@ -9,6 +9,7 @@ import faust
 
 from streams.clock import Clock, wall_clock_ms
 from streams.credentials import faust_credentials
+from streams.errors import ConfigError
 from streams.faust_adapter import (
     ProcessedAcks,
     StaleStore,
@@ -19,6 +20,7 @@ from streams.faust_adapter import (
     wait_for_changelog_on_flush,
 )
 from streams.metrics import GuardMetrics
+from streams.query_api import QueryAPI
 from streams.settings import Settings
 from streams.topology import Topology
 from streams.web import install_web
@@ -84,7 +86,8 @@ def faust_literal(text: str) -> str:
 
 
 def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[GuardApp, Topology]:
-    """Raises ``ConfigError`` when the Kafka security files cannot be used."""
+    """Raises ``ConfigError`` when the Kafka security files or the query token cannot be
+    used."""
     connection = KafkaConnection.from_config(settings.connection_config())
     app = GuardApp(
         settings.app_id,
@@ -102,8 +105,9 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
         consumer_group_instance_id=settings.group_instance_id or None,
         producer_linger_ms=settings.producer_linger_ms,
         web_enabled=settings.web_enabled,
-        web_host=settings.web_host,
-        # web_host only names the worker in its URL; web_bind is the address it listens on.
+        # web_host only names the worker in its URL (the one the query API's peers call);
+        # web_bind is the address it listens on.
+        web_host=settings.advertised_web_host,
         web_bind=settings.web_host,
         # Faust's own pages would serve table contents (listing state) and topology to anyone
         # who can reach the port; ccc-guard serves only /metrics, /healthz and /readyz.
@@ -129,4 +133,21 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
     topology = Topology(
         app, settings, app.catalogue, AvroCodec(), metrics, app.processed_acks, clock
     )
+    token = settings.query_token()
+    if token is not None:
+        if not settings.web_enabled:
+            raise ConfigError("CCC_QUERY_TOKEN_FILE is set, but CCC_WEB_ENABLED=false")
+        if settings.advertised_web_host == "0.0.0.0":
+            raise ConfigError(
+                "CCC_QUERY_TOKEN_FILE is set and CCC_WEB_HOST=0.0.0.0: set "
+                "CCC_WEB_ADVERTISED_HOST to the address other workers reach this one at"
+            )
+        QueryAPI(
+            app,
+            topology.query_reader(),
+            token,
+            settings.query_timeout_s,
+            topology.table_partitions(),
+            topology.limits,
+        ).install()
     return app, topology

@@ -1,7 +1,9 @@
 """The ``ccc-guard`` console entry point: Faust's own CLI with ccc-guard's subcommands beside it.
 
 ``ccc-guard worker`` starts a worker; ``ccc-guard topics`` creates missing topics and prints the
-catalogue; ``ccc-guard demo`` runs the whole thing locally (broker, worker, demo feed).
+catalogue; ``ccc-guard demo`` runs the whole thing locally (broker, worker, demo feed);
+``ccc-guard explain`` and ``ccc-guard claimers`` ask a worker's query API (plain argparse, not
+Faust's CLI: they start no app and exit 0/1/2 as ``streams/query_cli.py`` says).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from streams import query_cli
 from streams.app import GuardApp, create_app
 from streams.commands import register_commands
 from streams.errors import ConfigError
@@ -32,6 +35,8 @@ register_commands(app)
 
 def main() -> None:
     argv = sys.argv[1:]
+    if argv[:1] and argv[0] in query_cli.COMMANDS:
+        raise SystemExit(query_cli.main(argv, settings))
     if argv[:1] == ["worker"] and not any(
         a in {"-l", "--loglevel"} or a.startswith("--loglevel=") for a in argv
     ):

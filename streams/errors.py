@@ -31,6 +31,9 @@ __all__ = [
     "InvalidRecordError",
     "LocalKafkaError",
     "MalformedBodyError",
+    "PartitionsMovedError",
+    "QueryFailedError",
+    "QueryUnavailableError",
     "RejectedRecordError",
     "StateFormatError",
     "StaticMembershipError",
@@ -62,3 +65,18 @@ class StaticMembershipError(CccGuardError):
     """A worker restarted under its ``CCC_GROUP_INSTANCE_ID`` was handed back the assignment of
     its previous life, which names another web URL (host or port changed): Faust refuses it
     with a bare assertion. Raised instead, saying what to change."""
+
+
+class QueryUnavailableError(CccGuardError):
+    """A query cannot be answered right now without risking a wrong answer: this worker or
+    another is rebalancing, or did not answer. The query API says 503 with Retry-After."""
+
+
+class PartitionsMovedError(QueryUnavailableError):
+    """A worker's partitions of a table changed while a query read them: a rebalance is under
+    way, and the answer could miss or repeat listings."""
+
+
+class QueryFailedError(CccGuardError):
+    """``ccc-guard explain``/``claimers`` could not get an answer (no token, refused,
+    unreachable, still rebalancing); the message says why, for a person."""

@@ -102,14 +102,16 @@ from streams.errors import ChangelogNotAcknowledged, StaticMembershipError
 
 
 def iter_items_with_prefix(
-    table: Any, partition: int, prefix: bytes
+    table: Any, partition: int, prefix: bytes, start: bytes | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of ``table`` in ``partition`` whose key starts with ``prefix``, without
-    loading them into a list: the caller streams them."""
+    """(key, value) of ``table`` in ``partition`` whose key starts with ``prefix``, in key
+    order, from ``start`` on if given, without loading them into a list: the caller streams
+    them."""
     store = table.data
+    first = prefix if start is None or start < prefix else start
     if isinstance(store, RocksDBStore):
         iterator = store._db_for_partition(partition).iter()
-        iterator.seek(prefix)
+        iterator.seek(first)
         while iterator.valid():
             key: bytes = iterator.key()
             if not key.startswith(prefix):
@@ -118,11 +120,29 @@ def iter_items_with_prefix(
             iterator.next()
     elif isinstance(store, MemoryStore):
         # Copy the matching items first: the dict may change while the caller awaits sends.
-        yield from [
-            (k, v) for k, v in store.data.items() if isinstance(k, bytes) and k.startswith(prefix)
-        ]
+        yield from sorted(
+            (k, v)
+            for k, v in store.data.items()
+            if isinstance(k, bytes) and k.startswith(prefix) and k >= first
+        )
     else:  # pragma: no cover - only the two stores above are configurable
         raise TypeError(f"no prefix scan for store {type(store).__name__}")
+
+
+def active_partitions(app: Any, table_name: str) -> frozenset[int]:
+    """The partitions of a table this worker is active for now (standbys excluded): what a
+    query may answer from. Empty while no assignment is in force."""
+    topic = app.tables[table_name].changelog_topic.get_topic_name()
+    return frozenset(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+
+
+def table_owners(app: Any, table_name: str) -> dict[str, frozenset[int]]:
+    """Worker URL -> the partitions of a table it is active for, as the group's last
+    assignment says (Faust's router metadata, the basis of its own web routing)."""
+    return {
+        str(url): frozenset(p for partitions in topics.values() for p in partitions)
+        for url, topics in app.router.table_metadata(table_name).items()
+    }
 
 
 def estimate_key_count(table: Any) -> int:

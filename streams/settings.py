@@ -62,6 +62,14 @@ def _web_host(value: str) -> str:
     return value
 
 
+def _advertised_host(value: str) -> str:
+    if not value:
+        return value
+    if value == "0.0.0.0":
+        raise ValueError("0.0.0.0 is a bind address, not one another worker can reach")
+    return _web_host(value)
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -342,8 +350,28 @@ class Settings:
         _web_host,
         "Address the web server binds to (loopback by default).",
     )
+    web_advertised_host: str = _setting(
+        "CCC_WEB_ADVERTISED_HOST",
+        "",
+        _advertised_host,
+        "Host other workers reach this one's web server at (the query API asks them); empty: "
+        "CCC_WEB_HOST. Set it (the pod IP, say) when CCC_WEB_HOST is 0.0.0.0.",
+    )
     web_port: int = _setting(
         "CCC_WEB_PORT", "6066", _port, "Web server port; one per worker on a host."
+    )
+    query_token_file: str = _setting(
+        "CCC_QUERY_TOKEN_FILE",
+        "",
+        _existing_file,
+        "File holding the query API's bearer token (one trailing newline ignored); empty: the "
+        "API (/v1/...) is off. The ccc-guard explain/claimers commands read it too.",
+    )
+    query_timeout_s: float = _setting(
+        "CCC_QUERY_TIMEOUT_SECONDS",
+        "5",
+        _positive_float,
+        "A query API request not answered this long after it came is answered 504.",
     )
     log_level: str = _setting(
         "CCC_LOG_LEVEL", "info", _log_level, "Worker log level when -l is not given."
@@ -469,6 +497,23 @@ class Settings:
             partitions=self.partitions,
             replication_factor=self.replication_factor,
         )
+
+    @property
+    def advertised_web_host(self) -> str:
+        """The host in this worker's URL, as the other workers see it."""
+        return self.web_advertised_host or self.web_host
+
+    def query_token(self) -> bytes | None:
+        """The query API's token, read from its file; None when the API is off."""
+        if not self.query_token_file:
+            return None
+        try:
+            token = Path(self.query_token_file).read_bytes().removesuffix(b"\n").strip()
+        except OSError as exc:
+            raise ConfigError(f"CCC_QUERY_TOKEN_FILE cannot be read ({exc.strerror})") from None
+        if len(token) < 16:
+            raise ConfigError("CCC_QUERY_TOKEN_FILE holds fewer than 16 characters: too guessable")
+        return token
 
     def rules(self) -> Rules:
         """The rule choices of this deployment."""

@@ -31,6 +31,7 @@ Bad input goes to the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -52,6 +53,7 @@ from streams.clock import Clock, wall_clock_ms
 from streams.errors import InvalidRecordError, RejectedRecordError, StateFormatError
 from streams.faust_adapter import (
     ProcessedAcks,
+    active_partitions,
     estimate_key_count,
     is_ready,
     iter_items_with_prefix,
@@ -71,6 +73,7 @@ from streams.listing_processor import (
 from streams.metrics import GuardMetrics
 from streams.model import Verdict
 from streams.processing import Record
+from streams.query import QueryReader
 from streams.reask import AwaitingTracker
 from streams.settings import Settings
 from streams.state_codec import decode_certificate, may_await_answers
@@ -236,6 +239,23 @@ class Topology:
             await self._dispatch(stream, handlers)
 
         self.app.agent(channel, name=name, concurrency=1)(agent)
+
+    def table_partitions(self) -> dict[str, int]:
+        return {name: self.settings.partitions for name, _ in self.catalogue.changelogs}
+
+    def query_reader(self) -> QueryReader:
+        """What the query API reads: the tables, on the partitions this worker is active for."""
+        return QueryReader(
+            self.listings,
+            self.claims,
+            self.certificates,
+            iter_items_with_prefix,
+            {
+                name: functools.partial(active_partitions, self.app, name)
+                for name in ("listings", "listing-claims", "certificates")
+            },
+            self.certificate_side.partition_of,
+        )
 
     # -- outputs -----------------------------------------------------------------------------
     #

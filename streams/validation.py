@@ -48,6 +48,16 @@ def _id(record: dict[str, Any], name: str, limits: Limits) -> str:
     return value
 
 
+def is_acceptable_id(value: str, limits: Limits) -> bool:
+    """Whether ``value`` could be a listing id or certificate number of an accepted event:
+    what the query API looks up, anything else being unknown by construction."""
+    try:
+        _id({"id": value}, "id", limits)
+    except InvalidRecordError:
+        return False
+    return True
+
+
 def _text(record: dict[str, Any], name: str, limits: Limits) -> None:
     value = record.get(name)
     if value is not None and len(value) > limits.max_text_chars:

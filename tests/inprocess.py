@@ -64,11 +64,12 @@ PARTITIONERS: dict[str, Partitioner] = {
 
 
 def dict_scan(
-    table: dict[bytes, bytes], partition: int, prefix: bytes
+    table: dict[bytes, bytes], partition: int, prefix: bytes, start: bytes | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
     # Keys are unique across partitions (those that need it carry the partition), as in
     # Faust's in-memory store; sorted like RocksDB's, copied so the caller may write.
-    return iter(sorted((k, v) for k, v in table.items() if k.startswith(prefix)))
+    first = prefix if start is None else max(prefix, start)
+    return iter(sorted((k, v) for k, v in table.items() if k.startswith(prefix) and k >= first))
 
 
 @dataclass

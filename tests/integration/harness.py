@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from confluent_kafka import Producer as ConfluentProducer
 
 from localkafka.ports import free_port
 from streams.settings import Settings
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 CODEC = AvroCodec()
 # The platform whose model mismatches block in the shared guard (conftest.py); others warn.
 MODEL_BLOCK_PLATFORM = "strict-mall"
+Records = list[tuple[str, bytes, bytes]]  # (topic, key, value)
 
 
 @dataclass
@@ -201,6 +203,25 @@ class Feed:
 
     def raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         self._send([(topic, key, value)])
+
+
+def publish_confluent(bootstrap: str, records: Records) -> None:
+    """confluent-kafka as a platform would use it: defaults, no partition given."""
+    producer = ConfluentProducer({"bootstrap.servers": bootstrap})
+    failures: list[Any] = []
+    for topic, key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=_collect(failures))
+        producer.poll(0)
+    assert producer.flush(30) == 0, "confluent-kafka could not deliver everything"
+    assert not failures, failures
+
+
+def _collect(failures: list[Any]) -> Callable[[Any, Any], None]:
+    def on_delivery(error: Any, message: Any) -> None:
+        if error is not None:
+            failures.append(error)
+
+    return on_delivery
 
 
 @dataclass

@@ -19,15 +19,20 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from confluent_kafka import Producer as ConfluentProducer
 
 from tests.builders import cert_no, listing_event, status_change
-from tests.integration.harness import CODEC, Deployment, Guard, running_guard
+from tests.integration.harness import (
+    CODEC,
+    Deployment,
+    Guard,
+    Records,
+    publish_confluent,
+    running_guard,
+)
 from topics.partitioning import partition_for_key
 
 PARTITIONS = 6
 LIVE = {"ALLOW", "RESTORE"}
-Records = list[tuple[str, bytes, bytes]]  # (topic, key, value)
 
 
 def fnv1a_partition(key: bytes, partitions: int) -> int:
@@ -43,25 +48,6 @@ def fnv1a_partition(key: bytes, partitions: int) -> int:
 def crc32_partition(key: bytes, partitions: int) -> int:
     """librdkafka's ``consistent_random`` for keyed records."""
     return zlib.crc32(key) % partitions
-
-
-def publish_confluent(bootstrap: str, records: Records) -> None:
-    """confluent-kafka as a platform would use it: defaults, no partition given."""
-    producer = ConfluentProducer({"bootstrap.servers": bootstrap})
-    failures: list[Any] = []
-    for topic, key, value in records:
-        producer.produce(topic, key=key, value=value, on_delivery=_collect(failures))
-        producer.poll(0)
-    assert producer.flush(30) == 0, "confluent-kafka could not deliver everything"
-    assert not failures, failures
-
-
-def _collect(failures: list[Any]) -> Callable[[Any, Any], None]:
-    def on_delivery(error: Any, message: Any) -> None:
-        if error is not None:
-            failures.append(error)
-
-    return on_delivery
 
 
 def publish_aiokafka(

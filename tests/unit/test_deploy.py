@@ -101,7 +101,7 @@ def _worker_container() -> dict[str, Any]:
 
 
 # What Kubernetes puts in a variable taken from the pod's own fields (the downward API).
-POD_FIELDS = {"metadata.name": "ccc-guard-0"}
+POD_FIELDS = {"metadata.name": "ccc-guard-0", "status.podIP": "10.244.1.17"}
 
 
 def _container_env() -> dict[str, str]:
@@ -159,6 +159,12 @@ def test_statefulset_keeps_state_on_a_claimed_volume_at_the_data_dir() -> None:
 def test_each_pod_is_a_static_group_member_under_its_own_name() -> None:
     [variable] = [e for e in _worker_container()["env"] if e["name"] == "CCC_GROUP_INSTANCE_ID"]
     assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_each_pod_advertises_its_own_address_to_the_other_workers() -> None:
+    """The query API asks every worker at its advertised host; 0.0.0.0 would ask itself."""
+    [variable] = [e for e in _worker_container()["env"] if e["name"] == "CCC_WEB_ADVERTISED_HOST"]
+    assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
 
 
 def test_statefulset_shape() -> None:

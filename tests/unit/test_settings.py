@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -158,3 +159,38 @@ def test_a_malformed_group_instance_id_is_refused() -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "localhost", "ccc-guard-0.ccc-guard.svc"])
 def test_web_hosts_faust_can_put_in_a_url_are_accepted(host: str) -> None:
     assert Settings.from_env({"CCC_WEB_HOST": host}).web_host == host
+
+
+def test_the_advertised_web_host_defaults_to_the_bind_host_and_is_never_0_0_0_0() -> None:
+    assert Settings.from_env({"CCC_WEB_HOST": "10.1.2.3"}).advertised_web_host == "10.1.2.3"
+    chosen = Settings.from_env({"CCC_WEB_HOST": "0.0.0.0", "CCC_WEB_ADVERTISED_HOST": "10.1.2.3"})
+    assert (chosen.web_host, chosen.advertised_web_host) == ("0.0.0.0", "10.1.2.3")
+    with pytest.raises(ConfigError, match=re.escape("CCC_WEB_ADVERTISED_HOST='0.0.0.0'")):
+        Settings.from_env({"CCC_WEB_ADVERTISED_HOST": "0.0.0.0"})
+
+
+def test_the_query_token_is_read_from_its_file_and_must_not_be_guessable(tmp_path: Path) -> None:
+    assert Settings.from_env({}).query_token() is None
+    token_file = tmp_path / "token"
+    token_file.write_text("a-long-enough-query-token\n")
+    settings = Settings.from_env({"CCC_QUERY_TOKEN_FILE": str(token_file)})
+    assert settings.query_token() == b"a-long-enough-query-token"
+    token_file.write_text("short\n")
+    with pytest.raises(ConfigError, match="fewer than 16"):
+        settings.query_token()
+    with pytest.raises(ConfigError, match="CCC_QUERY_TOKEN_FILE='/no/such/token' is invalid"):
+        Settings.from_env({"CCC_QUERY_TOKEN_FILE": "/no/such/token"})
+
+
+def test_a_query_api_other_workers_cannot_reach_is_refused_at_start(tmp_path: Path) -> None:
+    from streams.app import create_app
+
+    token_file = tmp_path / "token"
+    token_file.write_text("a-long-enough-query-token\n")
+    env = {"CCC_QUERY_TOKEN_FILE": str(token_file), "CCC_STORE": "memory://"}
+    with pytest.raises(ConfigError, match="CCC_WEB_ADVERTISED_HOST"):
+        create_app(Settings.from_env({**env, "CCC_WEB_HOST": "0.0.0.0"}))
+    with pytest.raises(ConfigError, match="CCC_WEB_ENABLED=false"):
+        create_app(Settings.from_env({**env, "CCC_WEB_ENABLED": "false"}))
+    app, _ = create_app(Settings.from_env({**env, "CCC_WEB_ADVERTISED_HOST": "10.1.2.3"}))
+    assert app.conf.canonical_url.host == "10.1.2.3"
