@@ -142,6 +142,12 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> tuple[Gua
                 "CCC_QUERY_TOKEN_FILE is set and CCC_WEB_HOST=0.0.0.0: set "
                 "CCC_WEB_ADVERTISED_HOST to the address other workers reach this one at"
             )
+        if settings.advertised_web_host in {"127.0.0.1", "localhost"}:
+            log.warning(
+                "query API: this worker's URL is on loopback (%s): it gathers answers only from "
+                "workers on this host; set CCC_WEB_ADVERTISED_HOST when workers run on several",
+                settings.advertised_web_host,
+            )
         QueryAPI(
             app,
             topology.query_reader(),

@@ -29,14 +29,13 @@ def _app_or_exit() -> tuple[Settings, GuardApp]:
     return settings, app
 
 
-settings, app = _app_or_exit()
-register_commands(app)
-
-
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] and argv[0] in query_cli.COMMANDS:
-        raise SystemExit(query_cli.main(argv, settings))
+        # A person's question needs a URL and a token, not a worker's whole configuration.
+        raise SystemExit(query_cli.main(argv, os.environ))
+    settings, app = _app_or_exit()
+    register_commands(app)
     if argv[:1] == ["worker"] and not any(
         a in {"-l", "--loglevel"} or a.startswith("--loglevel=") for a in argv
     ):

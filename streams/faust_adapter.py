@@ -102,15 +102,25 @@ from streams.errors import ChangelogNotAcknowledged, StaticMembershipError
 
 
 def iter_items_with_prefix(
-    table: Any, partition: int, prefix: bytes, start: bytes | None = None
+    table: Any,
+    partition: int,
+    prefix: bytes,
+    start: bytes | None = None,
+    *,
+    open_store: bool = True,
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) of ``table`` in ``partition`` whose key starts with ``prefix``, in key
     order, from ``start`` on if given, without loading them into a list: the caller streams
-    them."""
+    them. ``open_store=False`` (the query API): a partition whose RocksDB is not open yields
+    nothing, rather than open again a store Faust closed when the partition was revoked."""
     store = table.data
     first = prefix if start is None or start < prefix else start
     if isinstance(store, RocksDBStore):
-        iterator = store._db_for_partition(partition).iter()
+        if open_store:
+            db = store._db_for_partition(partition)
+        elif (db := store._dbs.get(partition)) is None:
+            return
+        iterator = db.iter()
         iterator.seek(first)
         while iterator.valid():
             key: bytes = iterator.key()
@@ -334,9 +344,10 @@ def name_foreign_static_assignment(assignor: Any, instance_id: str) -> None:
                 raise
             raise StaticMembershipError(
                 f"group instance {instance_id!r} was given back the assignment of a worker at "
-                f"{theirs}, and this one is at {assignor._url}: keep CCC_WEB_HOST and "
-                "CCC_WEB_PORT the same across restarts of one CCC_GROUP_INSTANCE_ID, or wait "
-                "out the old member's session timeout before starting it changed"
+                f"{theirs}, and this one is at {assignor._url}: keep CCC_WEB_HOST (or "
+                "CCC_WEB_ADVERTISED_HOST) and CCC_WEB_PORT the same across restarts of one "
+                "CCC_GROUP_INSTANCE_ID, or wait out the old member's session timeout before "
+                "starting it changed"
             ) from None
 
     assignor.on_assignment = checked

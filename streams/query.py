@@ -17,7 +17,8 @@ import asyncio
 import datetime as dt
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,8 @@ from streams.state_codec import decode_certificate, decode_listing
 _YIELD_EVERY = 1000
 MAX_PAGE = 1000
 
-Scan = Callable[..., Iterator[tuple[bytes, bytes]]]  # (table, partition, prefix, start=)
+# (table, partition, prefix, start=, open_store=) -> (key, value) in key order
+Scan = Callable[..., Iterator[tuple[bytes, bytes]]]
 ActivePartitions = Callable[[], frozenset[int]]
 
 _EPOCH = dt.date(1970, 1, 1)
@@ -190,9 +192,22 @@ def missing_partitions(covered: Iterable[Iterable[int]], partitions: int) -> set
     return wrong or None
 
 
+class _Pacer:
+    """Yields to the event loop every ``_YIELD_EVERY`` steps of one query, whatever it reads."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    async def step(self) -> None:
+        self.steps += 1
+        if self.steps % _YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+
+
 class QueryReader:
     """Reads what this worker's active partitions hold. Every method returns the partitions
-    it read with its answer, or raises ``PartitionsMovedError`` when they changed while it read."""
+    it read with its answer, or raises ``PartitionsMovedError`` when they changed while it
+    read. Scans never open a store Faust has closed (``open_store=False``)."""
 
     def __init__(
         self,
@@ -222,7 +237,7 @@ class QueryReader:
         self, cert_no: str
     ) -> tuple[dict[str, Any] | None, int, dict[str, frozenset[int]]]:
         """The certificate's state if its partition is here, and how many listings of this
-        worker's partitions claim it."""
+        worker's partitions claim it (their current claim or a pending check names it)."""
         key = cert_no.encode()
         owned = self.active["certificates"]()
         document = None
@@ -231,9 +246,11 @@ class QueryReader:
             if value is not None:
                 document = certificate_document(decode_certificate(value))
         claim_partitions = self.active["listing-claims"]()
-        count = 0
-        async for _ in self._scan_claims(cert_no, claim_partitions, ""):
-            count += 1
+        count, pacer = 0, _Pacer()
+        for partition in sorted(claim_partitions):
+            async with aclosing(self._scan_claims(cert_no, partition, "", pacer)) as claimers:
+                async for _ in claimers:
+                    count += 1
         self._check_unmoved("listing-claims", claim_partitions)
         self._check_unmoved("certificates", owned)
         return document, count, {"certificates": owned, "listing-claims": claim_partitions}
@@ -244,40 +261,39 @@ class QueryReader:
         """The first ``limit`` claimers after ``after`` on this worker's partitions, in
         listing id order: at most ``limit`` per partition are read, whatever the total."""
         partitions = self.active["listing-claims"]()
-        pages: list[list[Claimer]] = []
+        pages: list[list[tuple[str, int]]] = []
+        pacer = _Pacer()
         for partition in sorted(partitions):
-            page: list[Claimer] = []
-            async for listing_id in self._scan_claims(cert_no, frozenset([partition]), after):
-                page.append(Claimer(listing_id, partition, ""))
-                if len(page) >= limit:
-                    break
+            page: list[tuple[str, int]] = []
+            async with aclosing(self._scan_claims(cert_no, partition, after, pacer)) as ids:
+                async for listing_id in ids:
+                    page.append((listing_id, partition))
+                    if len(page) >= limit:
+                        break
             pages.append(page)
+        first = list(itertools.islice(heapq.merge(*pages), limit))
+        result = []
+        for listing_id, partition in first:
+            result.append(Claimer(listing_id, partition, self._status(listing_id)))
+            await pacer.step()
         self._check_unmoved("listing-claims", partitions)
-        first = merge_claimers(pages, limit)
-        return [Claimer(c.listing_id, c.partition, self._status(c.listing_id)) for c in first], (
-            partitions
-        )
+        return result, partitions
 
     def _status(self, listing_id: str) -> str:
         value = self.listings.get(listing_id.encode())
         return "UNKNOWN" if value is None else listing_status(decode_listing(value))
 
     async def _scan_claims(
-        self, cert_no: str, partitions: frozenset[int], after: str
-    ) -> AsyncIterator[str]:
-        """Listing ids claiming ``cert_no`` on ``partitions``, each partition in id order,
-        those after ``after`` only; yields to the event loop as it goes."""
-        read = 0
-        for partition in sorted(partitions):
-            prefix = claim_prefix(cert_no, partition)
-            start = prefix + after.encode() if after else None
-            for key, _ in self.scan(self.claims, partition, prefix, start=start):
-                listing_id = key[len(prefix) :].decode()
-                read += 1
-                if read % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                if listing_id > after:
-                    yield listing_id
+        self, cert_no: str, partition: int, after: str, pacer: _Pacer
+    ) -> AsyncGenerator[str, None]:
+        """Listing ids claiming ``cert_no`` on ``partition`` after ``after``, in id order."""
+        prefix = claim_prefix(cert_no, partition)
+        start = prefix + after.encode() if after else None
+        for key, _ in self.scan(self.claims, partition, prefix, start=start, open_store=False):
+            await pacer.step()
+            listing_id = key[len(prefix) :].decode()
+            if listing_id > after:
+                yield listing_id
 
     def _check_unmoved(self, table: str, before: frozenset[int]) -> None:
         if self.active[table]() != before:

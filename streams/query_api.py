@@ -24,9 +24,11 @@ answer is 503 with Retry-After, never a listing wrongly "not found".
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -52,9 +54,11 @@ Answer = tuple[int, dict[str, object]]
 
 def bearer_token_matches(header: str | None, token: bytes) -> bool:
     """Constant-time, so the comparison's time tells nothing about the token."""
-    if not header or not header.startswith("Bearer "):
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token)
+    # aiohttp decodes header bytes with surrogateescape: encode them back the same way.
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token)
 
 
 def page_arguments(query: Mapping[str, str]) -> tuple[str, int] | None:
@@ -74,6 +78,25 @@ def _same_worker(a: str, b: str) -> bool:
     return (ua.host, ua.port) == (ub.host, ub.port)
 
 
+def _shaped(answer: object, keys: tuple[str, ...], tables: tuple[str, ...]) -> bool:
+    """Whether a peer's local answer has the fields this worker reads (another version's
+    answer may not: then the question waits for the upgrade to finish)."""
+    if not isinstance(answer, dict) or not all(key in answer for key in keys):
+        return False
+    covered = answer.get("covered")
+    return isinstance(covered, dict) and all(isinstance(covered.get(t), list) for t in tables)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimersPage:
+    """A gathered page, written out after the question's timeout: a response whose head is
+    sent cannot become a 504 any more."""
+
+    cert_no: str
+    claimers: list[Claimer]
+    limit: int
+
+
 class QueryAPI:
     def __init__(
         self,
@@ -86,6 +109,8 @@ class QueryAPI:
     ) -> None:
         self.app, self.reader, self.token, self.timeout_s = app, reader, token, timeout_s
         self.partitions, self.limits = partitions, limits
+        # A peer gets less time than the question, so a dead one is a 503, not a 504.
+        self.peer_timeout = aiohttp.ClientTimeout(total=timeout_s * 0.8)
 
     @property
     def worker(self) -> str:
@@ -95,7 +120,7 @@ class QueryAPI:
         api = self
 
         async def query_listing(view: Any, request: web.Request, listing_id: str) -> Any:
-            return await api._serve(request, lambda local: api._listing(request, listing_id, local))
+            return await api._serve(request, functools.partial(api._listing, request, listing_id))
 
         async def query_certificate(view: Any, request: web.Request, cert_no: str) -> Any:
             return await api._serve(
@@ -103,7 +128,7 @@ class QueryAPI:
             )
 
         async def query_claimers(view: Any, request: web.Request, cert_no: str) -> Any:
-            return await api._serve(request, lambda local: api._claimers(request, cert_no, local))
+            return await api._serve(request, functools.partial(api._claimers, request, cert_no))
 
         self.app.page("/v1/listings/{listing_id}", name="query-listing")(query_listing)
         self.app.page("/v1/certificates/{cert_no}", name="query-certificate")(query_certificate)
@@ -112,10 +137,18 @@ class QueryAPI:
     # -- the frame every request goes through ------------------------------------------------
 
     async def _serve(
-        self, request: web.Request, answer: Callable[[bool], Awaitable[Answer | web.StreamResponse]]
+        self, request: web.Request, answer: Callable[[bool], Awaitable[Answer | ClaimersPage]]
     ) -> web.StreamResponse:
+        if request.method != "GET":  # Faust's views answer HEAD with GET's handler
+            return web.Response(status=405, headers={"Allow": "GET"})
         if not bearer_token_matches(request.headers.get("Authorization"), self.token):
-            return self._json(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
+            # Nothing about the deployment, not even which worker, before the token.
+            return web.Response(
+                body=orjson.dumps({"error": "unauthorized"}),
+                status=401,
+                content_type=_JSON,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         local = request.headers.get(SCOPE_HEADER) == "local"
         try:
             if not is_ready(self.app):
@@ -132,8 +165,8 @@ class QueryAPI:
         except TimeoutError:
             log.warning("query %s: timed out after %.1f s", request.path, self.timeout_s)
             return self._json(504, {"error": "timed out"})
-        if isinstance(result, web.StreamResponse):
-            return result
+        if isinstance(result, ClaimersPage):
+            return await self._stream_page(request, result)
         status, body = result
         return self._json(status, body)
 
@@ -159,34 +192,40 @@ class QueryAPI:
         document, covered = self.reader.listing(listing_id)
         if local:
             return 200, {"listing": document, "covered": {"listings": sorted(covered)}}
-        if document is not None:
-            return 200, {**document, "owner": self.worker}
-        coverage = [covered]
-        for peer, answer in await self._ask_peers(request, "listings"):
-            coverage.append(answer["covered"]["listings"])
-            if answer["listing"] is not None:
-                return 200, {**answer["listing"], "owner": peer}
-        self._check_coverage("listings", coverage)
-        return 404, {"error": "not found"}
+        # Every owner is asked even when this worker holds the listing: only the coverage of
+        # all answers shows a partition two workers both think is theirs (one of them stale).
+        answers = [(self.worker, document, covered)]
+        for peer, answer in await self._ask_peers(request, ("listing",), ("listings",)):
+            answers.append((peer, answer["listing"], answer["covered"]["listings"]))
+        self._check_coverage("listings", [parts for _, _, parts in answers])
+        holders = [(peer, doc) for peer, doc, _ in answers if doc is not None]
+        if len(holders) > 1:
+            raise QueryUnavailableError(f"listing held by {len(holders)} workers")
+        if not holders:
+            return 404, {"error": "not found"}
+        [(owner, held)] = holders
+        return 200, {**held, "owner": owner}
 
     async def _certificate(self, request: web.Request, cert_no: str, local: bool) -> Answer:
         if not self._known(cert_no):
             return 404, {"error": "not found"}
         document, claimed_by, covered = await self.reader.certificate(cert_no)
-        mine: dict[str, object] = {
+        mine: dict[str, Any] = {
             "certificate": document,
             "claimed_by": claimed_by,
             "covered": {table: sorted(parts) for table, parts in covered.items()},
         }
         if local:
             return 200, mine
-        answers = [mine, *(answer for _, answer in await self._ask_peers(request, *covered))]
+        tables = ("certificates", "listing-claims")
+        peers = await self._ask_peers(request, ("certificate", "claimed_by"), tables)
+        answers = [mine, *(answer for _, answer in peers)]
         self._check_coverage("listing-claims", [a["covered"]["listing-claims"] for a in answers])
         partition = self.reader.certificate_partition(cert_no.encode())
         holders = sum(partition in a["covered"]["certificates"] for a in answers)
         if holders != 1:
             raise QueryUnavailableError(f"certificate partition {partition} held by {holders}")
-        claimed = sum(a["claimed_by"] for a in answers)
+        claimed = sum(int(a["claimed_by"]) for a in answers)
         document = next((a["certificate"] for a in answers if a["certificate"]), None)
         if document is None and claimed == 0:
             return 404, {"error": "not found"}
@@ -196,7 +235,7 @@ class QueryAPI:
 
     async def _claimers(
         self, request: web.Request, cert_no: str, local: bool
-    ) -> Answer | web.StreamResponse:
+    ) -> Answer | ClaimersPage:
         arguments = page_arguments(request.query)
         if arguments is None:
             return 400, {"error": f"after: at most 1000 characters; limit: 1-{MAX_PAGE}"}
@@ -210,25 +249,27 @@ class QueryAPI:
                 "covered": {"listing-claims": sorted(covered)},
             }
         pages, coverage = [page], [covered]
-        for _, answer in await self._ask_peers(request, "listing-claims"):
+        for peer, answer in await self._ask_peers(request, ("listings",), ("listing-claims",)):
             coverage.append(answer["covered"]["listing-claims"])
-            pages.append([Claimer(**c) for c in answer["listings"]])
+            try:
+                pages.append([Claimer(**c) for c in answer["listings"]])
+            except TypeError:
+                raise QueryUnavailableError(f"worker {peer} answered in another shape") from None
         self._check_coverage("listing-claims", coverage)
-        return await self._stream_page(request, cert_no, merge_claimers(pages, limit), limit)
+        return ClaimersPage(cert_no, merge_claimers(pages, limit), limit)
 
-    async def _stream_page(
-        self, request: web.Request, cert_no: str, page: list[Claimer], limit: int
-    ) -> web.StreamResponse:
+    async def _stream_page(self, request: web.Request, page: ClaimersPage) -> web.StreamResponse:
         """One JSON document written claimer by claimer: a large page is never one buffer."""
         response = web.StreamResponse(
             status=200, headers={WORKER_HEADER: self.worker, "Content-Type": _JSON}
         )
         await response.prepare(request)
-        head = {"cert_no": cert_no, "worker": self.worker}
+        head = {"cert_no": page.cert_no, "worker": self.worker}
         await response.write(orjson.dumps(head)[:-1] + b',"listings":[')
-        for n, claimer in enumerate(page):
+        for n, claimer in enumerate(page.claimers):
             await response.write((b"," if n else b"") + orjson.dumps(claimer.as_json()))
-        next_after = page[-1].listing_id if len(page) == limit else None
+        full = len(page.claimers) == page.limit
+        next_after = page.claimers[-1].listing_id if full else None
         await response.write(b'],"next_after":' + orjson.dumps(next_after) + b"}")
         await response.write_eof()
         return response
@@ -236,10 +277,11 @@ class QueryAPI:
     # -- gathering from the other workers ----------------------------------------------------
 
     async def _ask_peers(
-        self, request: web.Request, *tables: str
+        self, request: web.Request, keys: tuple[str, ...], tables: tuple[str, ...]
     ) -> list[tuple[str, dict[str, Any]]]:
         """Every other worker active for a partition of ``tables``, asked the same question for
-        its own partitions only; (worker, answer) of each."""
+        its own partitions only; (worker, answer) of each, each answer holding ``keys`` and
+        the partitions of ``tables`` it covered. The first that fails cancels the others."""
         peers = sorted(
             {
                 url
@@ -248,21 +290,37 @@ class QueryAPI:
                 if partitions and not _same_worker(url, self.worker)
             }
         )
-        return list(await asyncio.gather(*(self._ask(peer, request) for peer in peers)))
+        try:
+            async with asyncio.TaskGroup() as group:
+                asked = [group.create_task(self._ask(peer, request)) for peer in peers]
+        except* QueryUnavailableError as failed:
+            raise failed.exceptions[0] from None
+        answers = [task.result() for task in asked]
+        for peer, answer in answers:
+            if not _shaped(answer, keys, tables):
+                raise QueryUnavailableError(f"worker {peer} answered in another shape")
+        return answers
 
-    async def _ask(self, peer: str, request: web.Request) -> tuple[str, dict[str, Any]]:
-        url = URL(peer).with_path(request.path).with_query(request.query)
+    async def _ask(self, peer: str, request: web.Request) -> tuple[str, Any]:
+        # The path as it came, still encoded: a listing id with a "/" stays one segment.
+        url = URL(peer).join(request.rel_url)
         headers = {
             SCOPE_HEADER: "local",
             "Authorization": request.headers.get("Authorization", ""),
         }
         try:
-            async with self.app.http_client.get(url, headers=headers) as response:
+            async with self.app.http_client.get(
+                url, headers=headers, timeout=self.peer_timeout
+            ) as response:
+                if response.status == 401:
+                    log.warning(
+                        "worker %s refused the query token: is its token file the same?", peer
+                    )
                 if response.status != 200:
                     raise QueryUnavailableError(f"worker {peer} answered {response.status}")
                 return peer, orjson.loads(await response.read())
-        except (aiohttp.ClientError, OSError) as exc:
-            raise QueryUnavailableError(f"worker {peer} unreachable: {exc}") from None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise QueryUnavailableError(f"worker {peer} did not answer: {exc!r}") from None
 
     def _check_coverage(self, table: str, covered: list[Any]) -> None:
         wrong = missing_partitions(covered, self.partitions[table])

@@ -146,7 +146,7 @@ def http_fetch(base_url: str, token: bytes) -> Fetch:
                     return response.status, orjson.loads(response.read())
             except urllib.error.HTTPError as error:
                 if error.code == 503 and attempt < _RETRIES:
-                    time.sleep(float(error.headers.get("Retry-After", "1")))
+                    time.sleep(_retry_after_s(error.headers.get("Retry-After")))
                     continue
                 return error.code, _json_or_empty(error.read())
             except (urllib.error.URLError, OSError) as error:
@@ -154,6 +154,13 @@ def http_fetch(base_url: str, token: bytes) -> Fetch:
         raise AssertionError("unreachable")  # pragma: no cover
 
     return fetch
+
+
+def _retry_after_s(header: str | None) -> float:
+    try:
+        return min(max(float(header or 1), 0.1), 30.0)
+    except ValueError:
+        return 1.0
 
 
 def _json_or_empty(body: bytes) -> dict[str, Any]:
@@ -193,7 +200,8 @@ def _claimer_pages(fetch: Fetch, cert_no: str, page: int) -> Iterator[list[dict[
     while True:
         query = urllib.parse.urlencode({"after": after, "limit": page})
         status, doc = fetch(f"/v1/certificates/{_quoted(cert_no)}/listings?{query}")
-        _checked(status, doc)
+        if status != 200:
+            raise QueryFailedError(f"a page of claimers answered {status}: {doc.get('error')}")
         yield doc["listings"]
         if doc["next_after"] is None:
             return
@@ -218,7 +226,12 @@ def claimers(fetch: Fetch, cert_no: str, out: TextIO, page: int = 500) -> int:
     return EXIT_FOUND
 
 
-def main(argv: Sequence[str], settings: Settings, out: TextIO = sys.stdout) -> int:
+def main(argv: Sequence[str], environ: Mapping[str, str], out: TextIO = sys.stdout) -> int:
+    try:
+        settings = Settings.from_env(environ)
+    except ConfigError as exc:
+        print(f"ccc-guard: configuration error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     parser = argparse.ArgumentParser(prog="ccc-guard", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, what, help_text in (
@@ -243,4 +256,9 @@ def main(argv: Sequence[str], settings: Settings, out: TextIO = sys.stdout) -> i
         return claimers(fetch, args.cert_no, out)
     except (QueryFailedError, ConfigError) as exc:
         print(f"ccc-guard {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    # Whatever else goes wrong (a body cut short, a URL without scheme) must not exit 1, which
+    # says "not found".
+    except Exception as exc:
+        print(f"ccc-guard {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -355,7 +355,7 @@ class Settings:
         "",
         _advertised_host,
         "Host other workers reach this one's web server at (the query API asks them); empty: "
-        "CCC_WEB_HOST. Set it (the pod IP, say) when CCC_WEB_HOST is 0.0.0.0.",
+        "CCC_WEB_HOST. Set it (a stable DNS name) when CCC_WEB_HOST is 0.0.0.0.",
     )
     web_port: int = _setting(
         "CCC_WEB_PORT", "6066", _port, "Web server port; one per worker on a host."

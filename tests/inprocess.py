@@ -64,7 +64,12 @@ PARTITIONERS: dict[str, Partitioner] = {
 
 
 def dict_scan(
-    table: dict[bytes, bytes], partition: int, prefix: bytes, start: bytes | None = None
+    table: dict[bytes, bytes],
+    partition: int,
+    prefix: bytes,
+    start: bytes | None = None,
+    *,
+    open_store: bool = True,
 ) -> Iterator[tuple[bytes, bytes]]:
     # Keys are unique across partitions (those that need it carry the partition), as in
     # Faust's in-memory store; sorted like RocksDB's, copied so the caller may write.

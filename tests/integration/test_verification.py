@@ -3,11 +3,13 @@ the listings that claim them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from streams.clock import DAY_MS
 from tests.builders import cert_no, listing_event, listing_id, now_ms, status_change, today_cst
-from tests.integration.harness import MODEL_BLOCK_PLATFORM, Guard
+from tests.integration.harness import MODEL_BLOCK_PLATFORM, REPO, Guard
 from topics.codecs import AvroCodec
 
 
@@ -110,19 +112,10 @@ def test_verdicts_carry_their_evidence_and_a_v1_consumer_reads_them(guard: Guard
         assert as_v1 == {name: verdict[name] for name in FIELD_ORDER_V1}
 
 
-FIELD_ORDER_V1 = (
-    "verdict_id",
-    "listing_id",
-    "platform",
-    "shop_id",
-    "action",
-    "reasons",
-    "cert_numbers",
-    "failing_certs",
-    "trigger",
-    "trigger_id",
-    "event_time",
-    "decided_at",
+# The v1 contract's fields, as its schema file names them.
+FIELD_ORDER_V1 = tuple(
+    field["name"]
+    for field in json.loads((REPO / "avro" / "ListingVerdict.v1.avsc").read_text())["fields"]
 )
 
 

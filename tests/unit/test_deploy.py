@@ -101,16 +101,21 @@ def _worker_container() -> dict[str, Any]:
 
 
 # What Kubernetes puts in a variable taken from the pod's own fields (the downward API).
-POD_FIELDS = {"metadata.name": "ccc-guard-0", "status.podIP": "10.244.1.17"}
+POD_FIELDS = {"metadata.name": "ccc-guard-0"}
 
 
 def _container_env() -> dict[str, str]:
+    """The container's variables as Kubernetes sets them: ``$(NAME)`` expands to a variable
+    defined earlier in the list."""
     env: dict[str, str] = {}
     for variable in _worker_container().get("env", []):
         if "valueFrom" in variable:
             env[variable["name"]] = POD_FIELDS[variable["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
-            env[variable["name"]] = str(variable["value"])
+            value = str(variable["value"])
+            for name, earlier in env.items():
+                value = value.replace(f"$({name})", earlier)
+            env[variable["name"]] = value
     return env
 
 
@@ -161,10 +166,12 @@ def test_each_pod_is_a_static_group_member_under_its_own_name() -> None:
     assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
-def test_each_pod_advertises_its_own_address_to_the_other_workers() -> None:
-    """The query API asks every worker at its advertised host; 0.0.0.0 would ask itself."""
-    [variable] = [e for e in _worker_container()["env"] if e["name"] == "CCC_WEB_ADVERTISED_HOST"]
-    assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+def test_each_pod_advertises_its_own_stable_name_to_the_other_workers() -> None:
+    """The query API asks every worker at its advertised host (0.0.0.0 would ask itself), and a
+    static member must come back at the same URL: the pod's DNS name, not its IP."""
+    statefulset = _only("StatefulSet")
+    advertised = _container_env()["CCC_WEB_ADVERTISED_HOST"]
+    assert advertised == f"ccc-guard-0.{statefulset['spec']['serviceName']}"
 
 
 def test_statefulset_shape() -> None:

@@ -7,10 +7,12 @@ import asyncio
 import datetime as dt
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from localkafka.ports import free_port
 from streams import query_cli
 from streams.errors import PartitionsMovedError, QueryFailedError
 from streams.model import VerdictAction
@@ -171,6 +173,11 @@ def test_claimer_pages_merge_in_id_order_up_to_the_limit() -> None:
 def test_only_the_configured_bearer_token_is_let_in() -> None:
     token = b"s3cret-token-0123456789"
     assert bearer_token_matches("Bearer s3cret-token-0123456789", token)
+    assert bearer_token_matches("bearer s3cret-token-0123456789", token)  # schemes ignore case
+    assert not bearer_token_matches(
+        "Bearer \udcff", token
+    )  # undecodable bytes, as aiohttp has them
+    assert not bearer_token_matches("Basic s3cret-token-0123456789", token)
     assert not bearer_token_matches("Bearer s3cret-token-012345678", token)
     assert not bearer_token_matches("s3cret-token-0123456789", token)
     assert not bearer_token_matches(None, token)
@@ -247,3 +254,19 @@ def test_a_refused_token_is_an_error_exit_not_a_not_found() -> None:
 
     with pytest.raises(QueryFailedError, match="token"):
         query_cli.explain(fetch, "L-1", io.StringIO())
+
+
+def test_the_cli_exits_2_when_it_cannot_ask(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert query_cli.main(["explain", "L-1"], {}) == query_cli.EXIT_FAILED
+    assert "CCC_QUERY_TOKEN_FILE" in capsys.readouterr().err
+    token_file = tmp_path / "token"
+    token_file.write_text("a-long-enough-query-token\n")
+    env = {"CCC_QUERY_TOKEN_FILE": str(token_file)}
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert query_cli.main(["explain", "L-1", "--url", closed], env) == query_cli.EXIT_FAILED
+    assert "cannot reach" in capsys.readouterr().err
+    no_scheme = ["claimers", "2020010907000001", "--url", "127.0.0.1:6066"]
+    assert query_cli.main(no_scheme, env) == query_cli.EXIT_FAILED
+    assert query_cli.main(["explain", "L-1"], {"CCC_NO_SUCH": "1"}) == query_cli.EXIT_FAILED
