@@ -241,6 +241,13 @@ def test_two_workers_answer_alike_and_a_rebalance_or_a_dead_owner_is_a_503_not_a
         ]
         assert [r["listing_id"] for r in pages[0]["listings"]] == listings
         assert pages[0]["listings"] == pages[1]["listings"]
+        paged, after = [], ""
+        while after is not None:
+            query = urllib.parse.urlencode({"after": after, "limit": 5})
+            page = get(second.web_url, f"/v1/certificates/{cert}/listings?{query}")[2]
+            paged += [r["listing_id"] for r in page["listings"]]
+            after = page["next_after"]
+        assert paged == listings  # merged across both workers' partitions, page by page
         assert get(second.web_url, f"/v1/certificates/{cert}")[2]["claimed_by"] == len(listings)
 
         # The second worker dies: what it held is a 503 until the group gives it to the first.
