@@ -215,8 +215,9 @@ def test_two_workers_answer_alike_and_a_rebalance_or_a_dead_owner_is_a_503_not_a
                 elif status != 200 or doc["status"] != "BLOCKED":
                     wrong += 1
             if _ready(second.web_url) and unavailable:
-                owners = {doc["owner"] for _, _, doc in _answers(first, listings).values()}
-                if len(owners) == 2:
+                settled = _answers(first, listings).values()
+                owners = {doc.get("owner") for status, _, doc in settled if status == 200}
+                if len(owners) == 2 and all(status == 200 for status, _, _ in settled):
                     break
         assert wrong == 0
         assert unavailable > 0, "no query fell inside the rebalance"
