@@ -34,7 +34,7 @@ class Consumer:
 
 @dataclass(frozen=True)
 class Message:
-    tp: str
+    tp: Any
     offset: int
     generation_id: int = 3
 
@@ -48,12 +48,41 @@ class FlowControl:
 
 
 @dataclass
+class Recovery:
+    completed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Tables:
+    recovery: Recovery = field(default_factory=Recovery)
+
+
+@dataclass
+class Queue:
+    size: int = 0
+
+    def qsize(self) -> int:
+        return self.size
+
+
+@dataclass
+class Channel:
+    """A subscribed topic as Faust's conductor holds it: its names and its stream's buffer."""
+
+    topics: tuple[str, ...]
+    queue: Queue = field(default_factory=Queue)
+
+
+@dataclass
 class App:
     consumer: Any = field(default_factory=Consumer)
     producer: Any = None
     should_stop: bool = False
     flow_control: FlowControl = field(default_factory=FlowControl)
     consumer_generation_id: int = 3
+    topics: list[Channel] = field(default_factory=list)
+    tables: Tables = field(default_factory=Tables)
+    rebalancing: bool = False
 
 
 def test_only_events_the_agent_finished_are_acked() -> None:
@@ -175,7 +204,8 @@ class OffsetBook:
     at the head through)."""
 
     def __init__(self) -> None:
-        self._acked: dict[TP, list[int]] = {}
+        self._acked: defaultdict[TP, list[int]] = defaultdict(list)
+        self._unacked_messages: set[Message] = set()
         self._committed_offset: dict[TP, int | None] = {}
         self._read_offset: dict[TP, int | None] = {}
         self._gap: defaultdict[TP, IntervalTree] = defaultdict(IntervalTree)
@@ -201,6 +231,10 @@ class OffsetBook:
 
     def assignment(self) -> set[TP]:
         return {INTERNAL, EXTERNAL, CHANGELOG}
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> list[TP]:
+        """Faust's: the partitions that have had an ack."""
+        return [tp for tp in self._acked if topics is None or tp.topic in topics]
 
     async def seek_to_committed(self) -> dict[TP, int]:
         return dict(self.seeked_to)
@@ -248,10 +282,13 @@ async def read(
 INTERNAL, EXTERNAL, CHANGELOG = TP("internal", 0), TP("external", 0), TP("changelog", 0)
 
 
-def book_with_fix(now: list[float] | None = None) -> OffsetBook:
+def book_with_fix(now: list[float] | None = None, app: App | None = None) -> OffsetBook:
     book, clock = OffsetBook(), now or [0.0]
+    app = app or App()
+    app.consumer = book
+    app.tables.recovery.completed.set()
     commit_only_contiguous(
-        App(consumer=book),
+        app,
         frozenset({"internal", "external"}),
         frozenset({"internal"}),
         clock=lambda: clock[0],
@@ -360,6 +397,50 @@ def test_a_hole_is_read_again_then_committed_past_if_nothing_fills_it() -> None:
         assert book._new_offset(INTERNAL) == 42
 
     asyncio.run(hole_over_time())
+
+
+async def stall_at_tail(
+    app: App, book: OffsetBook, now: list[float], steps: list[float]
+) -> list[dict[TP, int]]:
+    """Faust's commit timer going over ``book`` at each of ``steps``: what is read again."""
+    for step in steps:
+        now[0] = step
+        for tp in book._filter_tps_with_pending_acks():
+            assert book._new_offset(tp) is None
+        await asyncio.sleep(0)
+    return book.read_again
+
+
+def test_records_the_stream_skipped_at_a_partitions_tail_are_read_again() -> None:
+    # 30..32 were read and skipped (a rebalance's generation, an unfinished event), and no
+    # later record comes to reveal the hole: nothing has ever been acked on the partition.
+    now, app = [0.0], App(topics=[Channel(("external",))])
+    book = book_with_fix(now, app)
+    book._committed_offset[EXTERNAL], book._read_offset[EXTERNAL] = 30, 32
+    assert asyncio.run(stall_at_tail(app, book, now, [0.0, 3.0])) == []  # not yet: patience
+    assert asyncio.run(stall_at_tail(app, book, now, [5.0])) == [{EXTERNAL: 30}]
+    assert asyncio.run(stall_at_tail(app, book, now, [6.0, 9.0])) == [{EXTERNAL: 30}]
+    # Read again and lost again: once more after as long.
+    assert asyncio.run(stall_at_tail(app, book, now, [10.0])) == [{EXTERNAL: 30}, {EXTERNAL: 30}]
+
+
+def test_records_still_with_the_stream_are_not_read_again() -> None:
+    now, app = [0.0], App(topics=[Channel(("external",))])
+    book = book_with_fix(now, app)
+    book._committed_offset[EXTERNAL], book._read_offset[EXTERNAL] = 30, 32
+    book._unacked_messages.add(Message(EXTERNAL, 30))  # the agent is on it
+    assert asyncio.run(stall_at_tail(app, book, now, [0.0, 6.0, 12.0])) == []
+    book._unacked_messages.clear()
+    app.topics[0].queue.size = 2  # buffered for the stream, behind other partitions' records
+    assert asyncio.run(stall_at_tail(app, book, now, [13.0, 19.0])) == []
+    app.topics[0].queue.size = 0
+    app.rebalancing = True  # the rebalance's seek reads them again
+    assert asyncio.run(stall_at_tail(app, book, now, [20.0, 26.0])) == []
+    app.rebalancing = False
+    book._read_offset[EXTERNAL] = 29  # all read was committed: an idle partition
+    assert asyncio.run(stall_at_tail(app, book, now, [27.0, 33.0])) == []
+    book._read_offset[CHANGELOG], book._committed_offset[CHANGELOG] = 40, 12  # not a stream's
+    assert asyncio.run(stall_at_tail(app, book, now, [34.0, 40.0])) == []
 
 
 def test_a_stopping_worker_waits_for_acks_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
