@@ -48,8 +48,9 @@ A hole at a partition's tail: the checks above see a hole only when a later reco
 Records skipped at the end of what a partition has (a certificate change, the last events of a
 feed) had none, and stayed unprocessed until the next record or rebalance on that partition
 (the likely cause of one chaos-test failure in CI: three certificate changes never
-committed while the worker sat idle for five minutes, with no hole logged). A partition read past its committed offset, with nothing acked, in flight or
-buffered for it, is read again after 5 s.
+committed while the worker sat idle for five minutes, with no hole logged). A partition read
+past its committed offset, with nothing acked, in flight or buffered for it, is read again
+after 5 s.
 
 Static members keep their URL: a worker restarted under its group instance id (KIP-345) gets
 the assignment of its previous life back from the broker, without a rebalance, and Faust's
