@@ -176,6 +176,29 @@ class GuardMetrics:
             ["table"],
             registry=registry,
         )
+        self.shop_alerts = Counter(
+            "ccc_guard_shop_alerts_total",
+            "Shop alerts sent to the shop-alerts topic, by kind (RAISED, CLEARED).",
+            ["kind"],
+            registry=registry,
+        )
+        self.shops_over_threshold = Gauge(
+            "ccc_guard_shops_over_threshold",
+            "Shops on this worker's partitions over a repeat-offender threshold now (refreshed "
+            "each shop sweep).",
+            registry=registry,
+        )
+        self.shops_tracked = Gauge(
+            "ccc_guard_shops_tracked",
+            "Shops on this worker's partitions with offences in their window (refreshed each "
+            "shop sweep).",
+            registry=registry,
+        )
+        self.shop_late_verdicts = Counter(
+            "ccc_guard_shop_late_verdicts_total",
+            "BLOCK and TAKEDOWN verdicts older than the shop window, so not counted.",
+            registry=registry,
+        )
         self.ready = Gauge(
             "ccc_guard_ready",
             "1 when partitions are assigned and tables recovered, else 0.",

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from streams.errors import ConfigError
 from streams.rules import ModelPolicy, Rules
+from streams.shop_risk import Thresholds
 from topics.catalogue import TopicNaming
 from topics.config import ConnectionConfig, Secret
 
@@ -82,6 +83,16 @@ def _non_negative_int(value: str) -> int:
     if number < 0:
         raise ValueError("must be ≥ 0")
     return number
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be {low}-{high}")
+        return number
+
+    return parse
 
 
 def _positive_float(value: str) -> float:
@@ -285,7 +296,7 @@ class Settings:
         "CCC_TOPIC_PREFIX",
         "",
         _prefix,
-        "Prepended to the four external topic names; internal topics are named after CCC_APP_ID.",
+        "Prepended to the five external topic names; internal topics are named after CCC_APP_ID.",
     )
     listing_events_topic: str = _setting(
         "CCC_LISTING_EVENTS_TOPIC",
@@ -310,6 +321,12 @@ class Settings:
         "ccc.deadletter",
         _topic,
         "Output: every rejected input record with the reason, keyed by the original key.",
+    )
+    shop_alerts_topic: str = _setting(
+        "CCC_SHOP_ALERTS_TOPIC",
+        "ccc.shop.alerts",
+        _topic,
+        "Output: repeat-offender alerts (RAISED, CLEARED), keyed by platform NUL shop_id.",
     )
     partitions: int = _setting(
         "CCC_PARTITIONS",
@@ -444,6 +461,38 @@ class Settings:
         "Per-platform choices that override CCC_MODEL_MISMATCH, as platform=POLICY pairs, "
         "comma-separated: jd=BLOCK,tmall=WARN.",
     )
+    shop_alert_takedowns: int = _setting(
+        "CCC_SHOP_ALERT_TAKEDOWNS",
+        "3",
+        _non_negative_int,
+        "A shop with this many TAKEDOWN verdicts within its window is alerted (0: not used).",
+    )
+    shop_alert_blocks: int = _setting(
+        "CCC_SHOP_ALERT_BLOCKS",
+        "0",
+        _non_negative_int,
+        "A shop with this many BLOCK verdicts within its window is alerted (0: not used). At "
+        "least one of the two thresholds must be used.",
+    )
+    shop_window_days: int = _setting(
+        "CCC_SHOP_WINDOW_DAYS",
+        "30",
+        _bounded_int(1, 366),
+        "Days (China Standard Time, today included) over which a shop's verdicts are counted.",
+    )
+    shop_alert_sample: int = _setting(
+        "CCC_SHOP_ALERT_SAMPLE",
+        "10",
+        _bounded_int(1, 100),
+        "Listing ids an alert carries as a sample, the latest offence first.",
+    )
+    shop_sweep_interval_s: float = _setting(
+        "CCC_SHOP_SWEEP_INTERVAL_SECONDS",
+        "600",
+        _positive_float,
+        "How often the shop side looks for shops a day has left the window of (to clear their "
+        "alert or forget them) and refreshes the shop gauges.",
+    )
     max_record_bytes: int = _setting(
         "CCC_MAX_RECORD_BYTES",
         "65536",
@@ -469,6 +518,10 @@ class Settings:
                 raise ConfigError(f"{env}={shown} is invalid: {exc}") from None
         settings = cls(**values)
         settings._check_kafka_security()
+        if not (settings.shop_alert_takedowns or settings.shop_alert_blocks):
+            raise ConfigError(
+                "CCC_SHOP_ALERT_TAKEDOWNS and CCC_SHOP_ALERT_BLOCKS are both 0: set at least one"
+            )
         return settings
 
     def connection_config(self) -> ConnectionConfig:
@@ -494,6 +547,7 @@ class Settings:
             certificate_status=self.certificate_status_topic,
             verdicts=self.verdicts_topic,
             deadletter=self.deadletter_topic,
+            shop_alerts=self.shop_alerts_topic,
             partitions=self.partitions,
             replication_factor=self.replication_factor,
         )
@@ -518,6 +572,15 @@ class Settings:
     def rules(self) -> Rules:
         """The rule choices of this deployment."""
         return Rules(self.model_mismatch, dict(self.model_mismatch_by_platform))
+
+    def shop_thresholds(self) -> Thresholds:
+        """When a shop is a repeat offender, in this deployment."""
+        return Thresholds(
+            takedowns=self.shop_alert_takedowns,
+            blocks=self.shop_alert_blocks,
+            window_days=self.shop_window_days,
+            sample_size=self.shop_alert_sample,
+        )
 
     @property
     def uses_sasl(self) -> bool:

@@ -76,6 +76,9 @@ from streams.processing import Record
 from streams.query import QueryReader
 from streams.reask import AwaitingTracker
 from streams.settings import Settings
+from streams.shop_codec import decode_summary, tick_message, verdict_message
+from streams.shop_processor import ShopProcessor, ShopTables
+from streams.shop_risk import Shop, cst_day
 from streams.state_codec import decode_certificate, may_await_answers
 from topics.catalogue import Catalogue, TopicSpec
 from topics.codecs import AvroCodec
@@ -149,6 +152,8 @@ class Topology:
         self.watches = tables["certificate-watches"]
         self.certificates = tables["certificates"]
         self.subscriptions = tables["certificate-subscriptions"]
+        self.shop_risk = tables["shop-risk"]
+        self.shop_summaries = tables["shop-summaries"]
 
         self.awaiting = AwaitingTracker(settings.reask_after_s)
         self.listing_side = ListingProcessor(
@@ -177,6 +182,18 @@ class Topology:
             self.progress.counts,
         )
 
+        self.shop_side = ShopProcessor(
+            ShopTables(self.shop_risk, self.shop_summaries, iter_items_with_prefix),
+            self._send_alert,
+            catalogue.shop_verdicts.partitions,
+            codec,
+            catalogue.verdicts.avro_record,
+            settings.shop_thresholds(),
+            metrics,
+            self.progress.counts,
+            clock,
+        )
+
         listing_side_in = self._topic(catalogue.listing_events, catalogue.listing_updates)
         certificate_side_in = self._topic(
             catalogue.certificate_status,
@@ -200,7 +217,13 @@ class Topology:
                 catalogue.certificate_commands.name: self.certificate_side.on_command,
             },
         )
+        self._agent(
+            "shop-side",
+            self._topic(catalogue.shop_verdicts),
+            {catalogue.shop_verdicts.name: self.shop_side.on_record},
+        )
         app.timer(settings.expiry_sweep_interval_s, name="expiry-sweep")(self.expiry_sweep)
+        app.timer(settings.shop_sweep_interval_s, name="shop-sweep")(self.shop_sweep)
         app.timer(settings.progress_interval_s, name="progress")(self._log_progress)
 
         self._rescan_awaiting = False
@@ -272,10 +295,21 @@ class Topology:
         return await self.app.producer.send(topic.name, key, value, partition, None, None)
 
     async def _send_verdict(self, key: bytes, verdict: Verdict) -> None:
+        """To the verdicts topic, and the same bytes to the shop side, on the shop's partition."""
         verdicts = self.catalogue.verdicts
+        encoded = self.codec.encode(verdicts.avro_record, verdict.as_record())
+        await self._produce(verdicts, key, encoded)
+        shop_key = Shop(verdict.platform, verdict.shop_id).key()
         await self._produce(
-            verdicts, key, self.codec.encode(verdicts.avro_record, verdict.as_record())
+            self.catalogue.shop_verdicts,
+            shop_key,
+            verdict_message(encoded),
+            self.shop_side.partition_of(shop_key),
         )
+
+    async def _send_alert(self, shop_key: bytes, alert: dict[str, object]) -> None:
+        alerts = self.catalogue.shop_alerts
+        await self._produce(alerts, shop_key, self.codec.encode(alerts.avro_record, alert))
 
     async def _send_command(self, cert_no: str, command: CertificateCommand) -> None:
         key = cert_no.encode()
@@ -368,6 +402,27 @@ class Topology:
         self.metrics.listings_indexed.set(estimate_key_count(self.listings))
         self.metrics.claims_indexed.set(estimate_key_count(self.claims))
         self.metrics.sweep_last_run.set(now / 1000)
+
+    async def shop_sweep(self) -> None:
+        """Tick every shop a day has left the window of, through the shop stream (a timer may
+        not write tables); refresh the shop gauges."""
+        if not is_ready(self.app):
+            return
+        start = self.settings.shop_thresholds().window_start(cst_day(self.clock()))
+        tracked = over = ticked = 0
+        for n, (key, value) in enumerate(self.shop_summaries.items(), 1):
+            summary = decode_summary(value)
+            tracked, over = tracked + 1, over + summary.alerting
+            if summary.oldest_day < start:
+                partition = self.shop_side.partition_of(key)
+                await self._produce(self.catalogue.shop_verdicts, key, tick_message(), partition)
+                ticked += 1
+            if n % _SCAN_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        if ticked:
+            log.info("shop sweep: %d shop(s) with days past their window", ticked)
+        self.metrics.shops_tracked.set(tracked)
+        self.metrics.shops_over_threshold.set(over)
 
     # -- shared ------------------------------------------------------------------------------
 

@@ -20,11 +20,12 @@ class TopicNaming:
     """How the topics are named and laid out: what the app's settings tell the Kafka layer."""
 
     app_id: str  # internal and changelog topics are named after it
-    external_prefix: str  # prepended to the four external topic names
+    external_prefix: str  # prepended to the external topic names
     listing_events: str
     certificate_status: str
     verdicts: str
     deadletter: str
+    shop_alerts: str
     partitions: int
     replication_factor: int
 
@@ -65,6 +66,9 @@ TABLES = (
     # certificate side
     ("certificates", "cert_no"),
     ("certificate-subscriptions", "cert_no + NUL + listing partition"),
+    # shop side
+    ("shop-risk", "platform + NUL + shop_id + NUL + kind and day or id"),
+    ("shop-summaries", "platform + NUL + shop_id"),
 )
 
 
@@ -74,11 +78,14 @@ class Catalogue:
     certificate_status: TopicSpec
     verdicts: TopicSpec
     deadletter: TopicSpec
+    shop_alerts: TopicSpec
     # Internal, the foreign-key join's two directions (Kafka Streams' KIP-213 shape):
     certificate_commands: TopicSpec  # listing side → certificate side, keyed by cert_no
     listing_updates: TopicSpec  # certificate side → listing side, to a listing partition
     # Internal: the authority's feed re-keyed onto ccc-guard's own partitioner.
     certificate_changes: TopicSpec
+    # Internal: every verdict re-keyed by shop, onto ccc-guard's own partitioner.
+    shop_verdicts: TopicSpec
     # Table changelogs, by table name. Faust names them "<app id>-<table>-changelog" and would
     # create them itself, but only after the consumer has fetched metadata: the first
     # assignment then ignores them and every table write fails with PartitionsMismatch. So they
@@ -93,13 +100,19 @@ class Catalogue:
             self.certificate_status,
             self.certificate_changes,
             self.certificate_commands,
+            self.shop_verdicts,
         )
 
     def gapless(self) -> tuple[TopicSpec, ...]:
         """Consumed topics whose offsets have no gaps: only ccc-guard writes them, never
         compacted, never in transactions. Platforms' and the authority's topics may have gaps
         (compaction, transaction markers)."""
-        return (self.certificate_commands, self.listing_updates, self.certificate_changes)
+        return (
+            self.certificate_commands,
+            self.listing_updates,
+            self.certificate_changes,
+            self.shop_verdicts,
+        )
 
     def all(self) -> tuple[TopicSpec, ...]:
         return (
@@ -107,9 +120,11 @@ class Catalogue:
             self.certificate_status,
             self.verdicts,
             self.deadletter,
+            self.shop_alerts,
             self.certificate_commands,
             self.listing_updates,
             self.certificate_changes,
+            self.shop_verdicts,
             *(spec for _, spec in self.changelogs),
         )
 
@@ -147,11 +162,13 @@ def build_catalogue(naming: TopicNaming) -> Catalogue:
         deadletter=spec(
             external + naming.deadletter, "original key", "DeadLetter", _DEAD_LETTER_RETENTION
         ),
+        shop_alerts=spec(external + naming.shop_alerts, "platform + NUL + shop_id", "ShopAlert"),
         certificate_commands=spec(internal + "certificate-commands", "cert_no", None),
         listing_updates=spec(internal + "listing-updates", "cert_no", None),
         # Not compacted: consumed topics written only by ccc-guard have no offset gaps.
         certificate_changes=spec(
             internal + "certificate-changes", "cert_no", "CertificateStatusChanged"
         ),
+        shop_verdicts=spec(internal + "shop-verdicts", "platform + NUL + shop_id", None),
         changelogs=changelogs,
     )

@@ -106,6 +106,29 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "error": "writer fingerprint 0000000000000000 matches no schema",
         "failed_at": 1_735_689_600_500,
     },
+    "ShopAlert": {
+        "alert_id": "3f1d2c4e-0b6a-5d7e-9f80-1a2b3c4d5e6f",
+        "kind": "RAISED",
+        "platform": "tmall",
+        "shop_id": "shop-88123",
+        "crossing": 2,
+        "window_start": "2024-12-03",
+        "window_end": "2025-01-01",
+        "window_days": 30,
+        "blocks": 1,
+        "takedowns": 3,
+        "by_reason": [
+            {"action": "BLOCK", "reason": "NO_CERTIFICATE", "count": 1},
+            {"action": "TAKEDOWN", "reason": "CERTIFICATE_REVOKED", "count": 3},
+        ],
+        "distinct_listings": 3,
+        "distinct_certificates": 2,
+        "threshold_takedowns": 3,
+        "threshold_blocks": 0,
+        "sample_listing_ids": ["672349817234", "672349817001"],
+        "cause": "6a3b1f0e-2c4d-5e6f-8a9b-0c1d2e3f4a5b",
+        "decided_at": 1_735_689_600_900,
+    },
 }
 
 # Every optional field absent, every array empty: the other corner of each record.
@@ -139,6 +162,12 @@ SPARSE: dict[str, dict[str, Any]] = {
         "rules_version": "",
     },
     "DeadLetter": {**SAMPLES["DeadLetter"], "key": None, "payload": b""},
+    "ShopAlert": {
+        **SAMPLES["ShopAlert"],
+        "kind": "CLEARED",
+        "by_reason": [],
+        "sample_listing_ids": [],
+    },
 }
 
 # The versions after v1: each starts with its predecessor's fields, in order, and adds fields
@@ -203,6 +232,26 @@ FIELD_ORDER: dict[str, list[str]] = {
         "error",
         "failed_at",
     ],
+    "ShopAlert": [
+        "alert_id",
+        "kind",
+        "platform",
+        "shop_id",
+        "crossing",
+        "window_start",
+        "window_end",
+        "window_days",
+        "blocks",
+        "takedowns",
+        "by_reason",
+        "distinct_listings",
+        "distinct_certificates",
+        "threshold_takedowns",
+        "threshold_blocks",
+        "sample_listing_ids",
+        "cause",
+        "decided_at",
+    ],
 }
 
 ENUM_SYMBOLS: dict[str, list[str]] = {
@@ -220,6 +269,7 @@ ENUM_SYMBOLS: dict[str, list[str]] = {
         "CATEGORY_MISMATCH",
     ],
     "ccc.guard.VerdictTrigger": ["LISTING_EVENT", "CERTIFICATE_CHANGE", "CERTIFICATE_EXPIRY"],
+    "ccc.guard.ShopAlertKind": ["RAISED", "CLEARED", "OTHER"],
 }
 
 # Golden fingerprints of the v1 files. A change here means the v1 wire format changed under
@@ -229,6 +279,7 @@ V1_FINGERPRINTS: dict[str, str] = {
     "CertificateStatusChanged": "59d7025037a46fc6",
     "ListingVerdict": "c30ad5142e5924d5",
     "DeadLetter": "dac2d5feea08d070",
+    "ShopAlert": "a3b48f5a330a878e",
 }
 
 LOGICAL_TYPES: dict[str, dict[str, str]] = {
@@ -240,6 +291,7 @@ LOGICAL_TYPES: dict[str, dict[str, str]] = {
     },
     "ListingVerdict": {"event_time": "timestamp-millis", "decided_at": "timestamp-millis"},
     "DeadLetter": {"failed_at": "timestamp-millis"},
+    "ShopAlert": {"decided_at": "timestamp-millis"},
 }
 
 

@@ -82,14 +82,18 @@ def test_topic_prefix_and_app_id_name_every_topic() -> None:
         "stage.ccc.certificate.status",
         "stage.ccc.listing.verdicts",
         "stage.ccc.deadletter",
+        "stage.ccc.shop.alerts",
         "guard-a-certificate-commands",
         "guard-a-listing-updates",
         "guard-a-certificate-changes",
+        "guard-a-shop-verdicts",
         "guard-a-listings-changelog",
         "guard-a-listing-claims-changelog",
         "guard-a-certificate-watches-changelog",
         "guard-a-certificates-changelog",
         "guard-a-certificate-subscriptions-changelog",
+        "guard-a-shop-risk-changelog",
+        "guard-a-shop-summaries-changelog",
     ]
     assert {spec.partitions for spec in catalogue.all()} == {8}
     assert catalogue.certificate_status.config_dict == {"cleanup.policy": "compact"}
@@ -107,6 +111,8 @@ def test_catalogue_names_the_changelogs_faust_uses() -> None:
         "certificate-watches": topology.watches,
         "certificates": topology.certificates,
         "certificate-subscriptions": topology.subscriptions,
+        "shop-risk": topology.shop_risk,
+        "shop-summaries": topology.shop_summaries,
     }
     assert {name: spec.name for name, spec in app.catalogue.changelogs} == {
         name: table.changelog_topic.get_topic_name() for name, table in tables.items()

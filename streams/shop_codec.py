@@ -1,0 +1,152 @@
+"""The shop side's bytes: the records of its internal stream, and its tables' keys and values.
+
+The shop stream (``<app id>-shop-verdicts``) carries, keyed by shop, every verdict as it went to
+the verdicts topic (Avro, prefixed ``V``) and the sweep's ticks (``T``): a day may have left
+some shop's window. ccc-guard alone writes it, to the shop's partition by its own partitioner,
+so which partitioner placed the listings does not matter here.
+
+Tables, both on the shop's partition:
+- shop-risk: shop NUL kind day-or-id → a small document. Kinds: ``D<day>`` one day's counts,
+  ``L<listing>`` / ``C<certificate>`` the last day that listing / certificate offended,
+  ``V<verdict id>`` the day a verdict was counted (so a repeated verdict counts once). Every key
+  of a shop shares its prefix, and days are fixed-width, so a scan finds a shop's window in order.
+- shop-summaries: shop → ``ShopSummary``.
+
+Values carry their format version (``"fv"``), as the listing and certificate state do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from streams.errors import InvalidRecordError, StateFormatError
+from streams.shop_risk import DayCounts, ShopSummary
+
+FORMAT_VERSION = 1
+_VERDICT, _TICK = b"V", b"T"
+DAY, LISTING, CERTIFICATE, VERDICT = b"D", b"L", b"C", b"V"
+
+
+# -- the stream ---------------------------------------------------------------------------
+
+
+def verdict_message(avro: bytes) -> bytes:
+    return _VERDICT + avro
+
+
+def tick_message() -> bytes:
+    return _TICK
+
+
+def decode_message(value: bytes) -> bytes | None:
+    """The verdict's Avro bytes, or None for a tick."""
+    kind = value[:1]
+    if kind == _VERDICT:
+        return value[1:]
+    if kind == _TICK and len(value) == 1:
+        return None
+    raise InvalidRecordError(f"not a shop stream record (starts with {value[:8]!r})")
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+def shop_prefix(shop_key: bytes) -> bytes:
+    return shop_key + b"\x00"
+
+
+def kind_prefix(shop_key: bytes, kind: bytes) -> bytes:
+    return shop_key + b"\x00" + kind
+
+
+def day_key(shop_key: bytes, day: int) -> bytes:
+    return kind_prefix(shop_key, DAY) + b"%07d" % day
+
+
+def item_key(shop_key: bytes, kind: bytes, item: str) -> bytes:
+    return kind_prefix(shop_key, kind) + item.encode()
+
+
+def item_of(shop_key: bytes, kind: bytes, key: bytes) -> str:
+    return key[len(kind_prefix(shop_key, kind)) :].decode()
+
+
+def kind_of(shop_key: bytes, key: bytes) -> bytes:
+    start = len(shop_prefix(shop_key))
+    return key[start : start + 1]
+
+
+# -- values -------------------------------------------------------------------------------
+
+
+def _load(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StateFormatError(f"shop {what} is not a JSON document: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("fv") != FORMAT_VERSION:
+        version = doc.get("fv", "unknown") if isinstance(doc, dict) else "unknown"
+        raise StateFormatError(
+            f"shop {what} is in format {version}, this worker reads format {FORMAT_VERSION}"
+        )
+    return doc
+
+
+def encode_day(counts: DayCounts) -> bytes:
+    return orjson.dumps(
+        {
+            "fv": FORMAT_VERSION,
+            "b": counts.blocks,
+            "t": counts.takedowns,
+            "r": [[action, reason, n] for (action, reason), n in sorted(counts.by_reason.items())],
+            "nl": counts.newest_listings,
+            "nc": counts.newest_certificates,
+        }
+    )
+
+
+def decode_day(data: bytes) -> DayCounts:
+    doc = _load(data, "day counts")
+    return DayCounts(
+        blocks=doc["b"],
+        takedowns=doc["t"],
+        by_reason={(action, reason): n for action, reason, n in doc["r"]},
+        newest_listings=doc["nl"],
+        newest_certificates=doc["nc"],
+    )
+
+
+def encode_day_mark(day: int) -> bytes:
+    """The value of an ``L``, ``C`` or ``V`` key: a day."""
+    return orjson.dumps({"fv": FORMAT_VERSION, "d": day})
+
+
+def decode_day_mark(data: bytes) -> int:
+    day: int = _load(data, "day mark")["d"]
+    return day
+
+
+def encode_summary(summary: ShopSummary) -> bytes:
+    return orjson.dumps(
+        {
+            "fv": FORMAT_VERSION,
+            "o": summary.oldest_day,
+            "a": summary.alerting,
+            "x": summary.crossings,
+            "ao": summary.alert_offset,
+            "la": summary.last_alert,
+        }
+    )
+
+
+def decode_summary(data: bytes) -> ShopSummary:
+    doc = _load(data, "summary")
+    return ShopSummary(
+        oldest_day=doc["o"],
+        alerting=doc["a"],
+        crossings=doc["x"],
+        alert_offset=doc["ao"],
+        last_alert=doc["la"],
+    )

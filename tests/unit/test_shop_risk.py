@@ -1,0 +1,323 @@
+"""Repeat offenders: the window arithmetic (pure), then the shop processor on dict tables."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streams import shop_codec
+from streams.errors import InvalidRecordError
+from streams.metrics import GuardMetrics
+from streams.model import Verdict, VerdictAction, VerdictReason, VerdictTrigger
+from streams.processing import Record
+from streams.shop_processor import ShopProcessor, ShopTables
+from streams.shop_risk import (
+    DAY_MS,
+    AlertKind,
+    DayCounts,
+    Offence,
+    Shop,
+    ShopSummary,
+    Thresholds,
+    alert_id,
+    cst_day,
+    iso_day,
+    offence_of,
+    sample_listings,
+    transition,
+    window_counts,
+)
+from tests.inprocess import CODEC, dict_scan
+
+THRESHOLDS = Thresholds(takedowns=3, blocks=0, window_days=30, sample_size=10)
+SHOP = Shop("jd", "S-1")
+
+
+def ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).astimezone(UTC).timestamp() * 1000)
+
+
+def day(iso_date: str) -> int:
+    return cst_day(ms(f"{iso_date}T12:00:00+08:00"))
+
+
+def verdict(
+    listing: str = "L-1",
+    action: VerdictAction = VerdictAction.TAKEDOWN,
+    *,
+    at: int,
+    shop: Shop = SHOP,
+    verdict_id: str | None = None,
+    certs: tuple[str, ...] = ("2024010907000001",),
+) -> Verdict:
+    return Verdict(
+        verdict_id=verdict_id or f"v-{listing}-{action}-{at}",
+        listing_id=listing,
+        platform=shop.platform,
+        shop_id=shop.shop_id,
+        action=action,
+        reasons=(VerdictReason.CERTIFICATE_REVOKED,),
+        cert_numbers=certs,
+        failing_certs=certs,
+        trigger=VerdictTrigger.CERTIFICATE_CHANGE,
+        trigger_id="t",
+        event_time=at,
+        decided_at=at + 100,
+    )
+
+
+def offence(listing: str, on: int, action: VerdictAction = VerdictAction.TAKEDOWN) -> Offence:
+    return Offence(f"v-{listing}-{on}", listing, action, ("CERTIFICATE_REVOKED",), ("C1",), on)
+
+
+# -- pure ---------------------------------------------------------------------------------
+
+
+def test_a_cst_day_begins_at_16_00_utc() -> None:
+    assert iso_day(cst_day(ms("2026-12-03T15:59:59.999+00:00"))) == "2026-12-03"
+    assert iso_day(cst_day(ms("2026-12-03T16:00:00.000+00:00"))) == "2026-12-04"
+    assert iso_day(cst_day(ms("2026-12-04T00:00:00.000+08:00"))) == "2026-12-04"
+
+
+def test_a_day_counts_for_exactly_window_days_days() -> None:
+    counted = DayCounts().with_offence(offence("L-1", 100))
+    assert window_counts({100: counted}, 100 + 29, THRESHOLDS).takedowns == 1  # its 30th day
+    assert window_counts({100: counted}, 100 + 30, THRESHOLDS).takedowns == 0
+    edge = window_counts({100: counted}, 129, THRESHOLDS)
+    assert (edge.start_day, edge.end_day) == (100, 129)
+
+
+def test_the_offence_day_is_the_event_time_never_after_the_decision() -> None:
+    late_evening = verdict(at=ms("2026-12-01T23:30:00+08:00"))  # 15:30 UTC
+    counted = offence_of(late_evening)
+    assert counted is not None and iso_day(counted.day) == "2026-12-01"
+    # A producer's clock far ahead: counted on the day it was decided.
+    skewed = replace(late_evening, event_time=ms("2026-12-09T10:00:00+08:00"))
+    counted = offence_of(skewed)
+    assert counted is not None and counted.day == cst_day(skewed.decided_at)
+
+
+def test_allow_and_restore_are_not_offences() -> None:
+    at = ms("2026-12-01T10:00:00+08:00")
+    assert offence_of(verdict(action=VerdictAction.ALLOW, at=at)) is None
+    assert offence_of(verdict(action=VerdictAction.RESTORE, at=at)) is None
+    assert offence_of(verdict(action=VerdictAction.BLOCK, at=at)) is not None
+
+
+def test_thresholds_at_zero_are_not_used() -> None:
+    counts = window_counts({5: DayCounts(blocks=9, takedowns=2)}, 5, Thresholds(3, 0, 30, 10))
+    assert not Thresholds(3, 0, 30, 10).is_over(counts)
+    assert Thresholds(0, 9, 30, 10).is_over(counts)
+    assert Thresholds(2, 0, 30, 10).is_over(counts)
+
+
+def test_a_shop_is_raised_once_and_cleared_once() -> None:
+    over = window_counts({5: DayCounts(takedowns=3)}, 5, THRESHOLDS)
+    under = window_counts({5: DayCounts(takedowns=2)}, 5, THRESHOLDS)
+    assert transition(ShopSummary(5), over, THRESHOLDS) is AlertKind.RAISED
+    assert transition(ShopSummary(5, alerting=True), over, THRESHOLDS) is None
+    assert transition(ShopSummary(5, alerting=True), under, THRESHOLDS) is AlertKind.CLEARED
+    assert transition(ShopSummary(5), under, THRESHOLDS) is None
+
+
+def test_alert_ids_are_deterministic_and_differ_by_cause_and_kind() -> None:
+    first = alert_id(SHOP, AlertKind.RAISED, "v-1")
+    assert first == alert_id(SHOP, AlertKind.RAISED, "v-1")
+    assert (
+        len(
+            {
+                first,
+                alert_id(SHOP, AlertKind.CLEARED, "v-1"),
+                alert_id(SHOP, AlertKind.RAISED, "v-2"),
+            }
+        )
+        == 3
+    )
+    assert first != alert_id(Shop("jd", "S-2"), AlertKind.RAISED, "v-1")
+
+
+def test_the_sample_is_the_latest_offences_within_the_window() -> None:
+    last_days = [("L-a", 10), ("L-b", 12), ("L-c", 11), ("L-old", 3), ("L-d", 12)]
+    assert sample_listings(last_days, 5, 3) == ["L-b", "L-d", "L-c"]
+
+
+def test_day_counts_and_summaries_round_trip_with_their_format_version() -> None:
+    counts = DayCounts().with_offence(offence("L-1", 7)).with_newest(listings=1, certificates=2)
+    assert shop_codec.decode_day(shop_codec.encode_day(counts)) == counts
+    summary = ShopSummary(7, alerting=True, crossings=2, alert_offset=41, last_alert={"a": 1})
+    assert shop_codec.decode_summary(shop_codec.encode_summary(summary)) == summary
+    with pytest.raises(Exception, match="format"):
+        shop_codec.decode_summary(b'{"fv": 99}')
+    with pytest.raises(InvalidRecordError):
+        shop_codec.decode_message(b"\xc3\x01 avro without the shop stream's prefix")
+
+
+# -- the processor on dict tables -----------------------------------------------------------
+
+
+class Shops:
+    """The shop side on one partition's dict tables, with a clock the test moves."""
+
+    def __init__(self, thresholds: Thresholds = THRESHOLDS) -> None:
+        self.risk: dict[bytes, bytes] = {}
+        self.summaries: dict[bytes, bytes] = {}
+        self.alerts: list[dict[str, object]] = []
+        self.log: list[tuple[bytes, bytes]] = []  # the shop stream of partition 0
+        self.now = ms("2026-12-01T10:00:00+08:00")
+        self.registry = CollectorRegistry()
+        self.processor = ShopProcessor(
+            ShopTables(self.risk, self.summaries, dict_scan),
+            self._send,
+            1,
+            CODEC,
+            "ListingVerdict",
+            thresholds,
+            GuardMetrics(self.registry),
+            Counter(),
+            lambda: self.now,
+        )
+
+    async def _send(self, key: bytes, alert: dict[str, object]) -> None:
+        CODEC.encode("ShopAlert", alert)  # the contract takes it
+        self.alerts.append(alert)
+
+    def append(self, v: Verdict) -> int:
+        encoded = CODEC.encode("ListingVerdict", v.as_record())
+        self.log.append((Shop(v.platform, v.shop_id).key(), shop_codec.verdict_message(encoded)))
+        return len(self.log) - 1
+
+    def tick(self, shop: Shop = SHOP) -> int:
+        self.log.append((shop.key(), shop_codec.tick_message()))
+        return len(self.log) - 1
+
+    def process(self, offset: int) -> None:
+        key, value = self.log[offset]
+        asyncio.run(self.processor.on_record(Record("shops", 0, offset, key, value)))
+
+    def feed(self, *verdicts: Verdict) -> None:
+        for v in verdicts:
+            self.process(self.append(v))
+
+    def days_later(self, days: int) -> None:
+        self.now += days * DAY_MS
+
+    def late(self) -> float:
+        value = self.registry.get_sample_value("ccc_guard_shop_late_verdicts_total")
+        return value or 0.0
+
+
+def test_the_third_takedown_raises_one_alert_with_counts_window_and_sample() -> None:
+    shops, at = Shops(), ms("2026-12-01T09:00:00+08:00")
+    shops.feed(verdict("L-1", at=at), verdict("L-2", at=at + 1))
+    assert shops.alerts == []
+    shops.feed(verdict("L-3", at=at + 2, certs=("2024010907000002",)))
+    (alert,) = shops.alerts
+    assert alert["kind"] == "RAISED" and alert["crossing"] == 1
+    assert (alert["takedowns"], alert["blocks"]) == (3, 0)
+    assert (alert["distinct_listings"], alert["distinct_certificates"]) == (3, 2)
+    assert (alert["window_start"], alert["window_end"]) == ("2026-11-02", "2026-12-01")
+    assert alert["by_reason"] == [
+        {"action": "TAKEDOWN", "reason": "CERTIFICATE_REVOKED", "count": 3}
+    ]
+    assert sorted(alert["sample_listing_ids"]) == ["L-1", "L-2", "L-3"]  # type: ignore[type-var]
+    assert alert["cause"] == "v-L-3-TAKEDOWN-" + str(at + 2)
+    shops.feed(verdict("L-4", at=at + 3))  # still over: no second alert
+    assert len(shops.alerts) == 1
+
+
+def test_a_repeated_verdict_counts_once_and_only_the_alerts_own_record_says_it_again() -> None:
+    shops, at = Shops(), ms("2026-12-01T09:00:00+08:00")
+    first = [verdict(f"L-{n}", at=at + n) for n in range(3)]
+    shops.feed(*first)
+    assert len(shops.alerts) == 1
+    shops.feed(*first)  # the same verdicts again, later in the stream (a re-decision)
+    assert len(shops.alerts) == 1
+    shops.process(2)  # the record that raised the alert, read again after a crash
+    assert [a["alert_id"] for a in shops.alerts] == [shops.alerts[0]["alert_id"]] * 2
+    shops.process(1)  # another one read again: nothing
+    assert len(shops.alerts) == 2
+    summary = shop_codec.decode_summary(shops.summaries[SHOP.key()])
+    assert summary.crossings == 1
+
+
+def test_a_listing_offending_on_several_days_counts_once_until_its_last_day_leaves() -> None:
+    shops = Shops(Thresholds(takedowns=99, blocks=0, window_days=30, sample_size=10))
+    at = ms("2026-12-01T09:00:00+08:00")
+    shops.feed(verdict("L-1", at=at))
+    shops.days_later(10)
+    shops.feed(verdict("L-1", VerdictAction.BLOCK, at=at + 10 * DAY_MS))
+    days = {
+        int(k[-7:]): shop_codec.decode_day(v)
+        for k, v in shops.risk.items()
+        if shop_codec.kind_of(SHOP.key(), k) == shop_codec.DAY
+    }
+    today = cst_day(shops.now)
+    counts = window_counts(days, today, THRESHOLDS)
+    assert (counts.listings, counts.takedowns, counts.blocks) == (1, 1, 1)
+    later = window_counts(days, today + 25, THRESHOLDS)  # the first day has left
+    assert (later.listings, later.takedowns, later.blocks) == (1, 0, 1)
+    assert window_counts(days, today + 30, THRESHOLDS).listings == 0
+
+
+def test_a_verdict_older_than_the_window_is_late_and_not_counted() -> None:
+    shops = Shops()
+    old = shops.now - 30 * DAY_MS
+    shops.feed(*(verdict(f"L-{n}", at=old) for n in range(3)))
+    assert shops.alerts == [] and shops.summaries == {} and shops.risk == {}
+    assert shops.late() == 3
+    inside = shops.now - 29 * DAY_MS  # the window's first day
+    shops.feed(*(verdict(f"L-{n}", at=inside) for n in range(3)))
+    assert len(shops.alerts) == 1
+
+
+def test_a_late_verdict_within_the_window_counts_on_its_own_day() -> None:
+    shops = Shops(Thresholds(takedowns=99, blocks=0, window_days=30, sample_size=10))
+    shops.feed(verdict("L-1", at=shops.now))
+    shops.feed(verdict("L-1", VerdictAction.BLOCK, at=shops.now - 5 * DAY_MS))  # arrives late
+    keys = {k for k in shops.risk if shop_codec.kind_of(SHOP.key(), k) == shop_codec.DAY}
+    assert len(keys) == 2
+    mark = shops.risk[shop_codec.item_key(SHOP.key(), shop_codec.LISTING, "L-1")]
+    assert shop_codec.decode_day_mark(mark) == cst_day(shops.now)  # still its last day
+
+
+def test_days_leaving_the_window_clear_the_shop_then_it_is_forgotten() -> None:
+    shops, at = Shops(), ms("2026-12-01T09:00:00+08:00")
+    shops.feed(*(verdict(f"L-{n}", at=at) for n in range(3)))
+    shops.days_later(29)
+    shops.process(shops.tick())  # still inside: nothing
+    assert len(shops.alerts) == 1
+    shops.days_later(1)
+    tick = shops.tick()
+    shops.process(tick)
+    raised, cleared = shops.alerts
+    assert cleared["kind"] == "CLEARED" and cleared["crossing"] == 1
+    assert cleared["cause"] == "tick@2026-12-31" and cleared["takedowns"] == 0
+    assert cleared["alert_id"] != raised["alert_id"]
+    shops.process(tick)  # the tick read again after a crash: the same CLEARED again
+    assert shops.alerts[-1] == cleared
+    shops.process(shops.tick())
+    assert shops.summaries == {} and shops.risk == {}  # nothing left of the shop
+    # It offends again: a new crossing, a new id.
+    shops.feed(*(verdict(f"L-{n}", at=shops.now + n) for n in range(3)))
+    assert shops.alerts[-1]["kind"] == "RAISED"
+    assert shops.alerts[-1]["alert_id"] != raised["alert_id"]
+
+
+def test_another_shops_verdicts_change_nothing() -> None:
+    shops, at = Shops(), ms("2026-12-01T09:00:00+08:00")
+    other = Shop("jd", "S-2")
+    shops.feed(verdict("L-1", at=at), verdict("L-2", at=at))
+    shops.feed(*(verdict(f"O-{n}", at=at, shop=other) for n in range(2)))
+    shops.feed(
+        verdict("L-9", VerdictAction.ALLOW, at=at), verdict("L-8", VerdictAction.RESTORE, at=at)
+    )
+    assert shops.alerts == []
+    shops.feed(verdict("O-3", at=at, shop=other))
+    (alert,) = shops.alerts
+    assert (alert["shop_id"], alert["takedowns"]) == ("S-2", 3)
+    assert not shop_codec.decode_summary(shops.summaries[SHOP.key()]).alerting
