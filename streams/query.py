@@ -22,13 +22,25 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from streams import shop_codec as sc
 from streams.certificate_side import CertState
+from streams.clock import Clock
 from streams.errors import PartitionsMovedError
 from streams.listing_processor import claim_prefix
 from streams.listing_side import ListingState
 from streams.model import CertEvidence, VerdictTrigger
 from streams.processing import Table
 from streams.rules import verdict_id
+from streams.shop_codec import decode_summary
+from streams.shop_risk import (
+    Shop,
+    ShopSummary,
+    Thresholds,
+    WindowCounts,
+    cst_day,
+    sample_listings,
+    window_counts,
+)
 from streams.state_codec import decode_certificate, decode_listing
 
 # Keys read between two yields to the event loop: a scan of a certificate with 100,000
@@ -111,6 +123,28 @@ def _verdict_history(listing_id: str, state: ListingState) -> list[dict[str, Any
             ),
         )
     return [summary for _, summary in sorted(history.values(), key=lambda e: e[0])]
+
+
+def shop_document(
+    shop: Shop,
+    summary: ShopSummary,
+    counts: WindowCounts,
+    thresholds: Thresholds,
+    sample: list[str],
+) -> dict[str, Any]:
+    """A shop's repeat-offender window as of today, and its latest alert."""
+    last = summary.last_alert or {}
+    return {
+        "platform": shop.platform,
+        "shop_id": shop.shop_id,
+        "alerting": summary.alerting,
+        "crossings": summary.crossings,
+        "last_alert": {k: last[k] for k in ("alert_id", "kind", "decided_at") if k in last} or None,
+        **counts.as_record(),
+        "threshold_takedowns": thresholds.takedowns,
+        "threshold_blocks": thresholds.blocks,
+        "sample_listing_ids": sample,
+    }
 
 
 def listing_document(listing_id: str, state: ListingState) -> dict[str, Any]:
@@ -204,6 +238,17 @@ class _Pacer:
             await asyncio.sleep(0)
 
 
+@dataclass(frozen=True, slots=True)
+class ShopSource:
+    """The shop side's tables and how it reads them."""
+
+    risk: Table
+    summaries: Table
+    partition_of: Callable[[bytes], int]
+    thresholds: Thresholds
+    clock: Clock
+
+
 class QueryReader:
     """Reads what this worker's active partitions hold. Every method returns the partitions
     it read with its answer, or raises ``PartitionsMovedError`` when they changed while it
@@ -217,10 +262,11 @@ class QueryReader:
         scan: Scan,
         active: Mapping[str, ActivePartitions],
         certificate_partition: Callable[[bytes], int],
+        shops: ShopSource,
     ) -> None:
         self.listings, self.claims, self.certificates = listings, claims, certificates
         self.scan, self.active = scan, active
-        self.certificate_partition = certificate_partition
+        self.certificate_partition, self.shops = certificate_partition, shops
 
     def listing(self, listing_id: str) -> tuple[dict[str, Any] | None, frozenset[int]]:
         active = self.active["listings"]()
@@ -278,6 +324,30 @@ class QueryReader:
             await pacer.step()
         self._check_unmoved("listing-claims", partitions)
         return result, partitions
+
+    def shop(self, shop: Shop) -> tuple[dict[str, Any] | None, frozenset[int]]:
+        """The shop's window as of today if its partition is here (None if it has no
+        offence in its window, or is not here), and the partitions this worker holds."""
+        source, key = self.shops, shop.key()
+        owned = self.active["shop-summaries"]()
+        partition = source.partition_of(key)
+        stored = source.summaries.get(key) if partition in owned else None
+        if stored is None:
+            return None, owned
+        today = cst_day(source.clock())
+        days = sc.days_of(self._scan_shop(partition, key, sc.DAY), key)
+        counts = window_counts(days, today, source.thresholds)
+        if counts.blocks + counts.takedowns == 0 and not decode_summary(stored).alerting:
+            return None, owned  # nothing left in its window: the next sweep forgets it
+        listings = sc.last_days_of(self._scan_shop(partition, key, sc.LISTING), key, sc.LISTING)
+        sample = sample_listings(listings, counts.start_day, source.thresholds.sample_size)
+        document = shop_document(shop, decode_summary(stored), counts, source.thresholds, sample)
+        self._check_unmoved("shop-summaries", owned)
+        return document, owned
+
+    def _scan_shop(self, partition: int, key: bytes, kind: bytes) -> Iterator[tuple[bytes, bytes]]:
+        prefix = sc.kind_prefix(key, kind)
+        return self.scan(self.shops.risk, partition, prefix, open_store=False)
 
     def _status(self, listing_id: str) -> str:
         value = self.listings.get(listing_id.encode())

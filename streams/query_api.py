@@ -6,6 +6,8 @@
   and how many listings claim it.
 - ``GET /v1/certificates/{cert_no}/listings?after=&limit=``: the claimers in listing id order,
   a page at a time, streamed.
+- ``GET /v1/shops/{platform}/{shop_id}``: the shop's BLOCKs and TAKEDOWNs over its window as of
+  today, whether it is alerted, and its latest alert.
 
 Off unless ``CCC_QUERY_TOKEN_FILE`` names a token; every request needs
 ``Authorization: Bearer <token>``. Every response names the worker that answered
@@ -39,6 +41,7 @@ from yarl import URL
 from streams.errors import QueryUnavailableError
 from streams.faust_adapter import is_ready, table_owners
 from streams.query import MAX_PAGE, Claimer, QueryReader, merge_claimers, missing_partitions
+from streams.shop_risk import Shop
 from streams.validation import Limits, is_acceptable_id
 
 log = logging.getLogger(__name__)
@@ -132,7 +135,14 @@ class QueryAPI:
 
         self.app.page("/v1/listings/{listing_id}", name="query-listing")(query_listing)
         self.app.page("/v1/certificates/{cert_no}", name="query-certificate")(query_certificate)
+
+        async def query_shop(view: Any, request: web.Request, platform: str, shop_id: str) -> Any:
+            return await api._serve(
+                request, functools.partial(api._shop, request, Shop(platform, shop_id))
+            )
+
         self.app.page("/v1/certificates/{cert_no}/listings", name="query-claimers")(query_claimers)
+        self.app.page("/v1/shops/{platform}/{shop_id}", name="query-shop")(query_shop)
 
     # -- the frame every request goes through ------------------------------------------------
 
@@ -184,7 +194,7 @@ class QueryAPI:
     def _known(self, value: str) -> bool:
         return is_acceptable_id(value, self.limits)
 
-    # -- the three questions -----------------------------------------------------------------
+    # -- the questions -----------------------------------------------------------------
 
     async def _listing(self, request: web.Request, listing_id: str, local: bool) -> Answer:
         if not self._known(listing_id):
@@ -257,6 +267,25 @@ class QueryAPI:
                 raise QueryUnavailableError(f"worker {peer} answered in another shape") from None
         self._check_coverage("listing-claims", coverage)
         return ClaimersPage(cert_no, merge_claimers(pages, limit), limit)
+
+    async def _shop(self, request: web.Request, shop: Shop, local: bool) -> Answer:
+        if not (self._known(shop.platform) and self._known(shop.shop_id)):
+            return 404, {"error": "not found"}
+        document, covered = self.reader.shop(shop)
+        mine: dict[str, Any] = {"shop": document, "covered": {"shop-summaries": sorted(covered)}}
+        if local:
+            return 200, mine
+        peers = await self._ask_peers(request, ("shop",), ("shop-summaries",))
+        answers = [mine, *(answer for _, answer in peers)]
+        # The shop's partition is ccc-guard's own choice: only its holder need answer.
+        partition = self.reader.shops.partition_of(shop.key())
+        holders = sum(partition in a["covered"]["shop-summaries"] for a in answers)
+        if holders != 1:
+            raise QueryUnavailableError(f"shop partition {partition} held by {holders}")
+        document = next((a["shop"] for a in answers if a["shop"]), None)
+        if document is None:
+            return 404, {"error": "no BLOCK or TAKEDOWN in the window"}
+        return 200, document
 
     async def _stream_page(self, request: web.Request, page: ClaimersPage) -> web.StreamResponse:
         """One JSON document written claimer by claimer: a large page is never one buffer."""

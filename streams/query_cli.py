@@ -1,5 +1,5 @@
-"""``ccc-guard explain LISTING_ID`` and ``ccc-guard claimers CERT_NO``: the query API's answers
-for a person, as readable tables.
+"""``ccc-guard explain LISTING_ID``, ``ccc-guard claimers CERT_NO`` and ``ccc-guard shop PLATFORM
+SHOP_ID``: the query API's answers for a person, as readable tables.
 
 Exit codes: 0 found, 1 not found, 2 anything else (no token, refused, unreachable, still
 rebalancing after a few tries). They ask a worker's query API (``--url``, by default this
@@ -25,7 +25,7 @@ from streams.errors import ConfigError, QueryFailedError
 from streams.settings import Settings
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_FAILED = 0, 1, 2
-COMMANDS = ("explain", "claimers")
+COMMANDS = ("explain", "claimers", "shop")
 _CST = timezone(timedelta(hours=8), "CST")
 _RETRIES = 4  # of a 503, honouring its Retry-After
 _HTTP_TIMEOUT_S = 30.0
@@ -130,6 +130,32 @@ def render_certificate(doc: Mapping[str, Any]) -> str:
     )
 
 
+def render_shop(doc: Mapping[str, Any]) -> str:
+    last = doc["last_alert"]
+    alert = (
+        "-"
+        if last is None
+        else f"{last['kind']} {cst_time(last['decided_at'])} ({last['alert_id']})"
+    )
+    lines = [
+        f"shop        {doc['platform']}/{doc['shop_id']}",
+        f"window      {doc['window_start']} .. {doc['window_end']} "
+        f"(CST, {doc['window_days']} days)",
+        f"takedowns   {doc['takedowns']} (alert at {doc['threshold_takedowns'] or '-'})",
+        f"blocks      {doc['blocks']} (alert at {doc['threshold_blocks'] or '-'})",
+        f"listings    {doc['distinct_listings']} distinct; "
+        f"certificates {doc['distinct_certificates']} distinct",
+        f"alerted     {_cell(doc['alerting'])}; crossings {doc['crossings']}; last alert {alert}",
+        f"latest      {_cell(doc['sample_listing_ids'])}",
+        "",
+        table(
+            ("action", "reason", "count"),
+            [(r["action"], r["reason"], r["count"]) for r in doc["by_reason"]],
+        ),
+    ]
+    return "\n".join(lines)
+
+
 # -- talking to a worker -----------------------------------------------------------------------
 
 Fetch = Callable[[str], tuple[int, dict[str, Any]]]
@@ -226,6 +252,15 @@ def claimers(fetch: Fetch, cert_no: str, out: TextIO, page: int = 500) -> int:
     return EXIT_FOUND
 
 
+def shop(fetch: Fetch, platform: str, shop_id: str, out: TextIO) -> int:
+    status, doc = fetch(f"/v1/shops/{_quoted(platform)}/{_quoted(shop_id)}")
+    if not _checked(status, doc):
+        print(f"shop {platform}/{shop_id}: no BLOCK or TAKEDOWN in the window", file=out)
+        return EXIT_NOT_FOUND
+    print(render_shop(doc), file=out)
+    return EXIT_FOUND
+
+
 def main(argv: Sequence[str], environ: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     try:
         settings = Settings.from_env(environ)
@@ -234,12 +269,14 @@ def main(argv: Sequence[str], environ: Mapping[str, str], out: TextIO = sys.stdo
         return EXIT_FAILED
     parser = argparse.ArgumentParser(prog="ccc-guard", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, what, help_text in (
-        ("explain", "listing_id", "Why a listing is live or blocked, and its latest verdicts."),
-        ("claimers", "cert_no", "A certificate's status and every listing that claims it."),
+    for name, arguments, help_text in (
+        ("explain", ("listing_id",), "Why a listing is live or blocked, and its latest verdicts."),
+        ("claimers", ("cert_no",), "A certificate's status and every listing that claims it."),
+        ("shop", ("platform", "shop_id"), "A shop's BLOCKs and TAKEDOWNs over its window."),
     ):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument(what)
+        for argument in arguments:
+            command.add_argument(argument)
         command.add_argument(
             "--url",
             default=f"http://{settings.web_host}:{settings.web_port}",
@@ -253,6 +290,8 @@ def main(argv: Sequence[str], environ: Mapping[str, str], out: TextIO = sys.stdo
         fetch = http_fetch(args.url, token)
         if args.command == "explain":
             return explain(fetch, args.listing_id, out)
+        if args.command == "shop":
+            return shop(fetch, args.platform, args.shop_id, out)
         return claimers(fetch, args.cert_no, out)
     except (QueryFailedError, ConfigError) as exc:
         print(f"ccc-guard {args.command}: {exc}", file=sys.stderr)

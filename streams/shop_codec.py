@@ -17,6 +17,7 @@ Values carry their format version (``"fv"``), as the listing and certificate sta
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -150,3 +151,20 @@ def decode_summary(data: bytes) -> ShopSummary:
         alert_offset=doc["ao"],
         last_alert=doc["la"],
     )
+
+
+# -- reading a shop's keys ----------------------------------------------------------------
+
+
+def days_of(items: Iterable[tuple[bytes, bytes]], shop_key: bytes) -> dict[int, DayCounts]:
+    """The shop's day counts, from the items of a scan of its ``D`` prefix."""
+    prefix = kind_prefix(shop_key, DAY)
+    return {int(key[len(prefix) :]): decode_day(value) for key, value in items}
+
+
+def last_days_of(
+    items: Iterable[tuple[bytes, bytes]], shop_key: bytes, kind: bytes
+) -> Iterator[tuple[str, int]]:
+    """(listing or certificate, its last offending day), from a scan of its kind's prefix."""
+    for key, value in items:
+        yield item_of(shop_key, kind, key), decode_day_mark(value)

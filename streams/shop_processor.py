@@ -217,11 +217,9 @@ class ShopProcessor:
         cause: str,
     ) -> ShopSummary:
         crossing = summary.crossings + (kind is AlertKind.RAISED)
-        listings = (
-            (sc.item_of(shop.key(), sc.LISTING, k), sc.decode_day_mark(v))
-            for k, v in self.tables.scan(
-                self.tables.risk, record.partition, sc.kind_prefix(shop.key(), sc.LISTING)
-            )
+        prefix = sc.kind_prefix(shop.key(), sc.LISTING)
+        listings = sc.last_days_of(
+            self.tables.scan(self.tables.risk, record.partition, prefix), shop.key(), sc.LISTING
         )
         alert = alert_record(
             shop,
@@ -260,10 +258,7 @@ class ShopProcessor:
 
     def _days(self, partition: int, key: bytes) -> dict[int, DayCounts]:
         prefix = sc.kind_prefix(key, sc.DAY)
-        return {
-            int(day_key[len(prefix) :]): sc.decode_day(value)
-            for day_key, value in self.tables.scan(self.tables.risk, partition, prefix)
-        }
+        return sc.days_of(self.tables.scan(self.tables.risk, partition, prefix), key)
 
 
 def _newest(counts: DayCounts, kind: bytes, n: int) -> DayCounts:

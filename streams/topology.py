@@ -73,7 +73,7 @@ from streams.listing_processor import (
 from streams.metrics import GuardMetrics
 from streams.model import Verdict
 from streams.processing import Record
-from streams.query import QueryReader
+from streams.query import QueryReader, ShopSource
 from streams.reask import AwaitingTracker
 from streams.settings import Settings
 from streams.shop_codec import decode_summary, tick_message, verdict_message
@@ -275,9 +275,16 @@ class Topology:
             iter_items_with_prefix,
             {
                 name: functools.partial(active_partitions, self.app, name)
-                for name in ("listings", "listing-claims", "certificates")
+                for name in ("listings", "listing-claims", "certificates", "shop-summaries")
             },
             self.certificate_side.partition_of,
+            ShopSource(
+                self.shop_risk,
+                self.shop_summaries,
+                self.shop_side.partition_of,
+                self.settings.shop_thresholds(),
+                self.clock,
+            ),
         )
 
     # -- outputs -----------------------------------------------------------------------------

@@ -33,12 +33,16 @@ from streams.processing import Record
 from streams.reask import AwaitingTracker
 from streams.rules import DEFAULT_RULES, Rules
 from streams.settings import Settings
+from streams.shop_codec import tick_message, verdict_message
+from streams.shop_processor import ShopProcessor, ShopTables
+from streams.shop_risk import DAY_MS, Shop, Thresholds
 from topics.codecs import AvroCodec
 from topics.partitioning import partition_for_key
 
 CODEC = AvroCodec()
 LIMITS = validation.Limits.from_settings(Settings.from_env({}))
 Partitioner = Callable[[bytes, int], int]
+SHOP_THRESHOLDS = Thresholds(takedowns=3, blocks=0, window_days=30, sample_size=10)
 
 
 def crc32_partition(key: bytes, partitions: int) -> int:
@@ -250,3 +254,55 @@ class InProcessJoin:
         for verdict in self.verdicts:
             latest[verdict.listing_id] = verdict
         return latest
+
+
+class InProcessShops:
+    """The shop side on one partition's dict tables, with a clock the test moves; ``alerts``
+    collects every alert sent, checked against the contract."""
+
+    def __init__(self, thresholds: Thresholds = SHOP_THRESHOLDS) -> None:
+        self.risk: dict[bytes, bytes] = {}
+        self.summaries: dict[bytes, bytes] = {}
+        self.alerts: list[dict[str, object]] = []
+        self.log: list[tuple[bytes, bytes]] = []  # the shop stream of partition 0
+        self.now = 1_796_090_400_000  # 2026-12-01 10:00 CST
+        self.registry = CollectorRegistry()
+        self.processor = ShopProcessor(
+            ShopTables(self.risk, self.summaries, dict_scan),
+            self._send,
+            1,
+            CODEC,
+            "ListingVerdict",
+            thresholds,
+            GuardMetrics(self.registry),
+            Counter(),
+            lambda: self.now,
+        )
+
+    async def _send(self, key: bytes, alert: dict[str, object]) -> None:
+        CODEC.encode("ShopAlert", alert)  # the contract takes it
+        self.alerts.append(alert)
+
+    def append(self, v: Verdict) -> int:
+        encoded = CODEC.encode("ListingVerdict", v.as_record())
+        self.log.append((Shop(v.platform, v.shop_id).key(), verdict_message(encoded)))
+        return len(self.log) - 1
+
+    def tick(self, shop: Shop) -> int:
+        self.log.append((shop.key(), tick_message()))
+        return len(self.log) - 1
+
+    def process(self, offset: int) -> None:
+        key, value = self.log[offset]
+        asyncio.run(self.processor.on_record(Record("shops", 0, offset, key, value)))
+
+    def feed(self, *verdicts: Verdict) -> None:
+        for v in verdicts:
+            self.process(self.append(v))
+
+    def days_later(self, days: int) -> None:
+        self.now += days * DAY_MS
+
+    def late(self) -> float:
+        value = self.registry.get_sample_value("ccc_guard_shop_late_verdicts_total")
+        return value or 0.0

@@ -10,15 +10,20 @@ from typing import Any
 
 import pytest
 
+from streams import query_cli
 from tests.builders import cert_no, listing_event, listing_id, status_change
 from tests.integration.harness import Deployment, Guard, TopicWatcher, Worker, running_guard
 
 PLATFORM = "jd"
+TOKEN = "shop-query-token-0123456789"
 
 
 @pytest.fixture
 def shops(kafka: str, tmp_path: Path) -> Iterator[tuple[Guard, TopicWatcher]]:
-    deployment = Deployment(kafka, tmp_path, extra_env={"CCC_SHOP_SWEEP_INTERVAL_SECONDS": "1"})
+    token_file = tmp_path / "query-token"
+    token_file.write_text(TOKEN)
+    env = {"CCC_SHOP_SWEEP_INTERVAL_SECONDS": "1", "CCC_QUERY_TOKEN_FILE": str(token_file)}
+    deployment = Deployment(kafka, tmp_path, extra_env=env)
     with running_guard(deployment) as guard:
         alerts = TopicWatcher(
             kafka, deployment.catalogue.shop_alerts.name, "ShopAlert", deployment.partitions
@@ -93,3 +98,14 @@ def test_a_shop_is_alerted_once_at_its_third_takedown(shops: tuple[Guard, TopicW
     time.sleep(3)
     assert alerts_of(alerts, offender) == [alert]
     assert alerts_of(alerts, bystander) == []
+
+    # What compliance staff see of both shops.
+    fetch = query_cli.http_fetch(guard.workers[0].web_url, TOKEN.encode())
+    status, document = fetch(f"/v1/shops/{PLATFORM}/{offender}")
+    assert status == 200
+    assert (document["takedowns"], document["alerting"]) == (4, True)
+    assert document["last_alert"]["alert_id"] == alert["alert_id"]
+    status, document = fetch(f"/v1/shops/{PLATFORM}/{bystander}")
+    assert (status, document["takedowns"], document["blocks"]) == (200, 2, 1)
+    assert not document["alerting"]
+    assert fetch(f"/v1/shops/{PLATFORM}/S-never")[0] == 404

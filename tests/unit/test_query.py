@@ -15,16 +15,31 @@ import pytest
 from localkafka.ports import free_port
 from streams import query_cli
 from streams.errors import PartitionsMovedError, QueryFailedError
-from streams.model import VerdictAction
-from streams.query import Claimer, QueryReader, iso_day, merge_claimers, missing_partitions
+from streams.model import Verdict, VerdictAction, VerdictReason, VerdictTrigger
+from streams.query import (
+    Claimer,
+    QueryReader,
+    ShopSource,
+    iso_day,
+    merge_claimers,
+    missing_partitions,
+)
 from streams.query_api import bearer_token_matches, page_arguments
+from streams.shop_risk import DAY_MS, Shop
 from tests.builders import cert_no, listing_event, status_change
-from tests.inprocess import InProcessJoin, dict_scan
+from tests.inprocess import SHOP_THRESHOLDS, InProcessJoin, InProcessShops, dict_scan
+
+TABLES = ("listings", "listing-claims", "certificates", "shop-summaries")
 
 
-def _reader(join: InProcessJoin, active: dict[str, frozenset[int]] | None = None) -> QueryReader:
+def _reader(
+    join: InProcessJoin,
+    active: dict[str, frozenset[int]] | None = None,
+    shops: InProcessShops | None = None,
+) -> QueryReader:
     everything = frozenset(range(join.partitions))
     chosen = active or {}
+    shops = shops or InProcessShops()
 
     def partitions_of(name: str) -> Callable[[], frozenset[int]]:
         return lambda: chosen.get(name, everything)
@@ -34,8 +49,15 @@ def _reader(join: InProcessJoin, active: dict[str, frozenset[int]] | None = None
         join.claims,
         join.certificates,
         dict_scan,
-        {name: partitions_of(name) for name in ("listings", "listing-claims", "certificates")},
+        {name: partitions_of(name) for name in TABLES},
         join.certificate_side.partition_of,
+        ShopSource(
+            shops.risk,
+            shops.summaries,
+            lambda key: 0,  # InProcessShops holds one partition
+            SHOP_THRESHOLDS,
+            lambda: shops.now,
+        ),
     )
 
 
@@ -246,6 +268,54 @@ def test_claimers_follows_the_pages_to_the_end() -> None:
     assert "claimed by  12 listing(s)" in text
     assert [i for i in ids if i in text] == ids
     assert len(asked) == 1 + 3  # the certificate, then pages of 5, 5 and 2
+
+
+def _takedown(listing: str, at: int, shop: str = "S-7") -> Verdict:
+    return Verdict(
+        verdict_id=f"v-{listing}",
+        listing_id=listing,
+        platform="jd",
+        shop_id=shop,
+        action=VerdictAction.TAKEDOWN,
+        reasons=(VerdictReason.CERTIFICATE_SUSPENDED,),
+        cert_numbers=("C-1",),
+        failing_certs=("C-1",),
+        trigger=VerdictTrigger.CERTIFICATE_CHANGE,
+        trigger_id="C-1@2",
+        event_time=at,
+        decided_at=at,
+    )
+
+
+def test_a_shop_answer_is_its_window_as_of_today_and_its_latest_alert() -> None:
+    shops = InProcessShops()
+    shops.feed(*(_takedown(f"L-{n}", shops.now - n * DAY_MS) for n in range(3)))
+    reader = _reader(InProcessJoin(), shops=shops)
+    document, covered = reader.shop(Shop("jd", "S-7"))
+    assert covered == frozenset(range(4))
+    assert document is not None
+    assert (document["takedowns"], document["distinct_listings"]) == (3, 3)
+    assert document["alerting"] is True and document["crossings"] == 1
+    assert document["last_alert"]["kind"] == "RAISED"
+    assert document["sample_listing_ids"] == ["L-0", "L-1", "L-2"]  # the latest first
+    assert reader.shop(Shop("jd", "S-none"))[0] is None
+    held_elsewhere = _reader(InProcessJoin(), {"shop-summaries": frozenset({1})}, shops)
+    assert held_elsewhere.shop(Shop("jd", "S-7")) == (None, frozenset({1}))
+    shops.days_later(28)  # L-2's day has left the window; the sweep has not run yet
+    document, _ = reader.shop(Shop("jd", "S-7"))
+    assert document is not None and document["takedowns"] == 2
+
+    out = io.StringIO()
+    answers = {"/v1/shops/jd/S-7": (200, document)}
+
+    def fetch(path: str) -> tuple[int, dict[str, Any]]:
+        return answers.get(path, (404, {"error": "no BLOCK or TAKEDOWN in the window"}))
+
+    assert query_cli.shop(fetch, "jd", "S-7", out) == query_cli.EXIT_FOUND
+    text = out.getvalue()
+    assert "takedowns   2 (alert at 3)" in text and "TAKEDOWN  CERTIFICATE_SUSPENDED  2" in text
+    out = io.StringIO()
+    assert query_cli.shop(fetch, "jd", "S-none", out) == query_cli.EXIT_NOT_FOUND
 
 
 def test_a_refused_token_is_an_error_exit_not_a_not_found() -> None:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from streams import shop_codec
 from streams.errors import InvalidRecordError
-from streams.metrics import GuardMetrics
 from streams.model import Verdict, VerdictAction, VerdictReason, VerdictTrigger
-from streams.processing import Record
-from streams.shop_processor import ShopProcessor, ShopTables
 from streams.shop_risk import (
     DAY_MS,
     AlertKind,
@@ -32,7 +26,7 @@ from streams.shop_risk import (
     transition,
     window_counts,
 )
-from tests.inprocess import CODEC, dict_scan
+from tests.inprocess import InProcessShops
 
 THRESHOLDS = Thresholds(takedowns=3, blocks=0, window_days=30, sample_size=10)
 SHOP = Shop("jd", "S-1")
@@ -160,59 +154,8 @@ def test_day_counts_and_summaries_round_trip_with_their_format_version() -> None
 # -- the processor on dict tables -----------------------------------------------------------
 
 
-class Shops:
-    """The shop side on one partition's dict tables, with a clock the test moves."""
-
-    def __init__(self, thresholds: Thresholds = THRESHOLDS) -> None:
-        self.risk: dict[bytes, bytes] = {}
-        self.summaries: dict[bytes, bytes] = {}
-        self.alerts: list[dict[str, object]] = []
-        self.log: list[tuple[bytes, bytes]] = []  # the shop stream of partition 0
-        self.now = ms("2026-12-01T10:00:00+08:00")
-        self.registry = CollectorRegistry()
-        self.processor = ShopProcessor(
-            ShopTables(self.risk, self.summaries, dict_scan),
-            self._send,
-            1,
-            CODEC,
-            "ListingVerdict",
-            thresholds,
-            GuardMetrics(self.registry),
-            Counter(),
-            lambda: self.now,
-        )
-
-    async def _send(self, key: bytes, alert: dict[str, object]) -> None:
-        CODEC.encode("ShopAlert", alert)  # the contract takes it
-        self.alerts.append(alert)
-
-    def append(self, v: Verdict) -> int:
-        encoded = CODEC.encode("ListingVerdict", v.as_record())
-        self.log.append((Shop(v.platform, v.shop_id).key(), shop_codec.verdict_message(encoded)))
-        return len(self.log) - 1
-
-    def tick(self, shop: Shop = SHOP) -> int:
-        self.log.append((shop.key(), shop_codec.tick_message()))
-        return len(self.log) - 1
-
-    def process(self, offset: int) -> None:
-        key, value = self.log[offset]
-        asyncio.run(self.processor.on_record(Record("shops", 0, offset, key, value)))
-
-    def feed(self, *verdicts: Verdict) -> None:
-        for v in verdicts:
-            self.process(self.append(v))
-
-    def days_later(self, days: int) -> None:
-        self.now += days * DAY_MS
-
-    def late(self) -> float:
-        value = self.registry.get_sample_value("ccc_guard_shop_late_verdicts_total")
-        return value or 0.0
-
-
 def test_the_third_takedown_raises_one_alert_with_counts_window_and_sample() -> None:
-    shops, at = Shops(), ms("2026-12-01T09:00:00+08:00")
+    shops, at = InProcessShops(), ms("2026-12-01T09:00:00+08:00")
     shops.feed(verdict("L-1", at=at), verdict("L-2", at=at + 1))
     assert shops.alerts == []
     shops.feed(verdict("L-3", at=at + 2, certs=("2024010907000002",)))
@@ -231,7 +174,7 @@ def test_the_third_takedown_raises_one_alert_with_counts_window_and_sample() -> 
 
 
 def test_a_repeated_verdict_counts_once_and_only_the_alerts_own_record_says_it_again() -> None:
-    shops, at = Shops(), ms("2026-12-01T09:00:00+08:00")
+    shops, at = InProcessShops(), ms("2026-12-01T09:00:00+08:00")
     first = [verdict(f"L-{n}", at=at + n) for n in range(3)]
     shops.feed(*first)
     assert len(shops.alerts) == 1
@@ -246,7 +189,7 @@ def test_a_repeated_verdict_counts_once_and_only_the_alerts_own_record_says_it_a
 
 
 def test_a_listing_offending_on_several_days_counts_once_until_its_last_day_leaves() -> None:
-    shops = Shops(Thresholds(takedowns=99, blocks=0, window_days=30, sample_size=10))
+    shops = InProcessShops(Thresholds(takedowns=99, blocks=0, window_days=30, sample_size=10))
     at = ms("2026-12-01T09:00:00+08:00")
     shops.feed(verdict("L-1", at=at))
     shops.days_later(10)
@@ -265,7 +208,7 @@ def test_a_listing_offending_on_several_days_counts_once_until_its_last_day_leav
 
 
 def test_a_verdict_older_than_the_window_is_late_and_not_counted() -> None:
-    shops = Shops()
+    shops = InProcessShops()
     old = shops.now - 30 * DAY_MS
     shops.feed(*(verdict(f"L-{n}", at=old) for n in range(3)))
     assert shops.alerts == [] and shops.summaries == {} and shops.risk == {}
@@ -276,7 +219,7 @@ def test_a_verdict_older_than_the_window_is_late_and_not_counted() -> None:
 
 
 def test_a_late_verdict_within_the_window_counts_on_its_own_day() -> None:
-    shops = Shops(Thresholds(takedowns=99, blocks=0, window_days=30, sample_size=10))
+    shops = InProcessShops(Thresholds(takedowns=99, blocks=0, window_days=30, sample_size=10))
     shops.feed(verdict("L-1", at=shops.now))
     shops.feed(verdict("L-1", VerdictAction.BLOCK, at=shops.now - 5 * DAY_MS))  # arrives late
     keys = {k for k in shops.risk if shop_codec.kind_of(SHOP.key(), k) == shop_codec.DAY}
@@ -286,13 +229,13 @@ def test_a_late_verdict_within_the_window_counts_on_its_own_day() -> None:
 
 
 def test_days_leaving_the_window_clear_the_shop_then_it_is_forgotten() -> None:
-    shops, at = Shops(), ms("2026-12-01T09:00:00+08:00")
+    shops, at = InProcessShops(), ms("2026-12-01T09:00:00+08:00")
     shops.feed(*(verdict(f"L-{n}", at=at) for n in range(3)))
     shops.days_later(29)
-    shops.process(shops.tick())  # still inside: nothing
+    shops.process(shops.tick(SHOP))  # still inside: nothing
     assert len(shops.alerts) == 1
     shops.days_later(1)
-    tick = shops.tick()
+    tick = shops.tick(SHOP)
     shops.process(tick)
     raised, cleared = shops.alerts
     assert cleared["kind"] == "CLEARED" and cleared["crossing"] == 1
@@ -300,7 +243,7 @@ def test_days_leaving_the_window_clear_the_shop_then_it_is_forgotten() -> None:
     assert cleared["alert_id"] != raised["alert_id"]
     shops.process(tick)  # the tick read again after a crash: the same CLEARED again
     assert shops.alerts[-1] == cleared
-    shops.process(shops.tick())
+    shops.process(shops.tick(SHOP))
     assert shops.summaries == {} and shops.risk == {}  # nothing left of the shop
     # It offends again: a new crossing, a new id.
     shops.feed(*(verdict(f"L-{n}", at=shops.now + n) for n in range(3)))
@@ -309,7 +252,7 @@ def test_days_leaving_the_window_clear_the_shop_then_it_is_forgotten() -> None:
 
 
 def test_another_shops_verdicts_change_nothing() -> None:
-    shops, at = Shops(), ms("2026-12-01T09:00:00+08:00")
+    shops, at = InProcessShops(), ms("2026-12-01T09:00:00+08:00")
     other = Shop("jd", "S-2")
     shops.feed(verdict("L-1", at=at), verdict("L-2", at=at))
     shops.feed(*(verdict(f"O-{n}", at=at, shop=other) for n in range(2)))
