@@ -182,6 +182,8 @@ class GuardMetrics:
             ["kind"],
             registry=registry,
         )
+        for kind in ("RAISED", "CLEARED"):  # at 0 from the start: a rate has data before any
+            self.shop_alerts.labels(kind)
         self.shops_over_threshold = Gauge(
             "ccc_guard_shops_over_threshold",
             "Shops on this worker's partitions over a repeat-offender threshold now (refreshed "
