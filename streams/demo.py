@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 from streams.clock import wall_clock_ms
 from streams.demo_feed import DemoFeed
-from streams.demo_report import Tally, format_verdict
+from streams.demo_report import Tally, format_shop_alert, format_verdict
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from topics.admin import ensure_topics
@@ -148,6 +148,9 @@ async def _run(
         asyncio.ensure_future(
             _watch(connection, catalogue.deadletter, "failed_at", since, _show_dead_letter(tally))
         ),
+        asyncio.ensure_future(
+            _watch(connection, catalogue.shop_alerts, "decided_at", since, _show_shop_alert(tally))
+        ),
     ]
     started = time.monotonic()
     try:
@@ -208,6 +211,14 @@ def _show_dead_letter(tally: Tally) -> Callable[[dict[str, Any]], None]:
     def show(dead_letter: dict[str, Any]) -> None:
         tally.dead_letter(dead_letter)
         say(f"--- dead letter: {dead_letter['error'][:120]}")
+
+    return show
+
+
+def _show_shop_alert(tally: Tally) -> Callable[[dict[str, Any]], None]:
+    def show(alert: dict[str, Any]) -> None:
+        tally.shop_alert(alert)
+        say(format_shop_alert(alert))
 
     return show
 

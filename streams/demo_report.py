@@ -27,6 +27,15 @@ def format_verdict(v: Mapping[str, Any]) -> str:
     )
 
 
+def format_shop_alert(alert: Mapping[str, Any]) -> str:
+    latest = ",".join(alert["sample_listing_ids"][:3]) or "-"
+    return (
+        f"--- shop alert: {alert['kind']} {alert['platform']}/{alert['shop_id']}: "
+        f"{alert['takedowns']} takedowns, {alert['blocks']} blocks in {alert['window_days']} days "
+        f"({alert['distinct_listings']} listings; latest {latest})"
+    )
+
+
 def dead_letter_kind(dead_letter: Mapping[str, Any]) -> str:
     """The stable kind an error starts with (``bad_magic``, ``malformed_body``, ...)."""
     return str(dead_letter["error"]).split(":", 1)[0]
@@ -43,6 +52,7 @@ class Tally:
     actions: Counter[str] = dataclasses.field(default_factory=Counter)
     reasons: Counter[str] = dataclasses.field(default_factory=Counter)
     dead_letters: Counter[str] = dataclasses.field(default_factory=Counter)
+    shop_alerts: Counter[str] = dataclasses.field(default_factory=Counter)
     latencies_ms: list[int] = dataclasses.field(default_factory=list)
 
     @property
@@ -60,6 +70,9 @@ class Tally:
     def dead_letter(self, dead_letter: Mapping[str, Any]) -> None:
         self.dead_letters[dead_letter_kind(dead_letter)] += 1
 
+    def shop_alert(self, alert: Mapping[str, Any]) -> None:
+        self.shop_alerts[str(alert["kind"])] += 1
+
     def summary(self, seconds: float) -> str:
         actions = ", ".join(f"{action} {self.actions[action]}" for action in _ACTIONS)
         lines = [
@@ -71,6 +84,7 @@ class Tally:
             f"blocking:     {_counts(self.reasons)}",
             f"takedowns:    {self.actions['TAKEDOWN']}, restores: {self.actions['RESTORE']}",
             f"dead letters: {sum(self.dead_letters.values())} ({_counts(self.dead_letters)})",
+            f"shop alerts:  {sum(self.shop_alerts.values())} ({_counts(self.shop_alerts)})",
             f"latency:      {self._latency()}",
         ]
         return "\n".join(lines)

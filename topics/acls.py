@@ -1,7 +1,7 @@
 """The Kafka ACLs a worker's user needs, and nothing more.
 
 - the two input topics: Read, Describe (and DescribeConfigs, for ``ccc-guard topics``' drift);
-- the two output topics: Write, Describe (and DescribeConfigs);
+- the three output topics: Write, Describe (and DescribeConfigs);
 - every topic whose name starts with ``<CCC_APP_ID>-``: All. These are the worker's own: the
   internal topics, the table changelogs and Faust's ``<app>-__assignor-__leader``, which the
   worker creates when they are missing (so Create is needed there, and only there);
@@ -47,7 +47,7 @@ def worker_grants(catalogue: Catalogue, app_id: str) -> list[AclGrant]:
     """What a worker of ``app_id`` with these topics may do."""
     own_prefix = f"{app_id}-"
     inputs = (catalogue.listing_events.name, catalogue.certificate_status.name)
-    outputs = (catalogue.verdicts.name, catalogue.deadletter.name)
+    outputs = (catalogue.verdicts.name, catalogue.deadletter.name, catalogue.shop_alerts.name)
     internal = [spec.name for spec in catalogue.all() if spec.name.startswith(own_prefix)]
     external = [spec.name for spec in catalogue.all() if not spec.name.startswith(own_prefix)]
     if sorted(external) != sorted(inputs + outputs) or not internal:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.demo_report import Tally, dead_letter_kind, format_verdict
+from streams.demo_report import Tally, dead_letter_kind, format_shop_alert, format_verdict
 
 T = 1_790_000_000_000
 
@@ -45,6 +45,21 @@ def test_the_summary_counts_actions_blocking_reasons_dead_letters_and_latency() 
     ):
         tally.verdict(v, T + 10 * (received + 1))
     tally.dead_letter({"error": "bad_magic: value starts with 6e6f"})
+    alert = {
+        "kind": "RAISED",
+        "platform": "jd",
+        "shop_id": "S-7",
+        "takedowns": 3,
+        "blocks": 0,
+        "window_days": 30,
+        "distinct_listings": 3,
+        "sample_listing_ids": ["L-3", "L-2", "L-1", "L-0"],
+    }
+    tally.shop_alert(alert)
+    assert format_shop_alert(alert) == (
+        "--- shop alert: RAISED jd/S-7: 3 takedowns, 0 blocks in 30 days "
+        "(3 listings; latest L-3,L-2,L-1)"
+    )
     summary = tally.summary(12.3)
     assert "5 listing events, 1 status changes of 3 certificates, 1 undecodable" in summary
     assert "verdicts:     6 (ALLOW 1, BLOCK 2, TAKEDOWN 2, RESTORE 1)" in summary
@@ -54,6 +69,7 @@ def test_the_summary_counts_actions_blocking_reasons_dead_letters_and_latency() 
     ) in summary
     assert "takedowns:    2, restores: 1" in summary
     assert "dead letters: 1 (bad_magic 1)" in summary
+    assert "shop alerts:  1 (RAISED 1)" in summary
     # An expiry's event time is not a send time: 5 verdicts timed, 10 to 50 ms.
     assert "p50 30 ms, p99 50 ms" in summary and "5 verdicts" in summary
 
