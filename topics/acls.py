@@ -46,8 +46,8 @@ class AclGrant:
 def worker_grants(catalogue: Catalogue, app_id: str) -> list[AclGrant]:
     """What a worker of ``app_id`` with these topics may do."""
     own_prefix = f"{app_id}-"
-    inputs = (catalogue.listing_events.name, catalogue.certificate_status.name)
-    outputs = (catalogue.verdicts.name, catalogue.deadletter.name, catalogue.shop_alerts.name)
+    inputs = tuple(spec.name for spec in catalogue.inputs())
+    outputs = tuple(spec.name for spec in catalogue.outputs())
     internal = [spec.name for spec in catalogue.all() if spec.name.startswith(own_prefix)]
     external = [spec.name for spec in catalogue.all() if not spec.name.startswith(own_prefix)]
     if sorted(external) != sorted(inputs + outputs) or not internal:

@@ -92,6 +92,14 @@ class Catalogue:
     # are created with the others, before Faust starts.
     changelogs: tuple[tuple[str, TopicSpec], ...]
 
+    def inputs(self) -> tuple[TopicSpec, ...]:
+        """The external topics the worker reads: platforms' and the authority's."""
+        return (self.listing_events, self.certificate_status)
+
+    def outputs(self) -> tuple[TopicSpec, ...]:
+        """The external topics the worker writes."""
+        return (self.verdicts, self.deadletter, self.shop_alerts)
+
     def consumed(self) -> tuple[TopicSpec, ...]:
         """The topics the agents read."""
         return (

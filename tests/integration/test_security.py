@@ -1,7 +1,7 @@
 """A worker on a secured broker: SASL_SSL with SCRAM-SHA-512, TLS from a private CA, ACLs.
 
 The module runs its own ``LocalKafka`` in secured mode (the session broker is plaintext). An
-administrator creates the four external topics and grants the worker's user exactly
+administrator creates the external topics and grants the worker's user exactly
 ``topics.acls.worker_grants``; the worker then creates its own internal topics, decides a listing
 end to end, and its user is refused everything else. A wrong password stops the worker at once
 with a clear message, and no password ever shows in a log or in ``/metrics``.
@@ -99,9 +99,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSetup]:
         )
         catalogue = deployment.catalogue
         # The administrator creates the external topics; the worker creates its own.
-        external = [catalogue.listing_events, catalogue.certificate_status]
-        external += [catalogue.verdicts, catalogue.deadletter]
-        asyncio.run(ensure_topics(admin, external))
+        asyncio.run(ensure_topics(admin, [*catalogue.inputs(), *catalogue.outputs()]))
         grants = worker_grants(catalogue, deployment.name)
         with concurrent.futures.ThreadPoolExecutor(len(grants)) as pool:
             # One JVM per kafka-acls run (~1.5 s each), side by side.
