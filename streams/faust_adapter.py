@@ -242,6 +242,7 @@ def commit_only_contiguous(
     holes: dict[Any, tuple[int, float]] = {}  # tp -> (committed offset, since)
     reread: set[tuple[Any, int]] = set()  # holes already read again
     stalls: dict[Any, tuple[tuple[int, int], float]] = {}  # tp -> ((committed, read), since)
+    held: set[Any] = set()  # partitions with a record in flight or buffered, at this commit
     pending_acks = consumer._filter_tps_with_pending_acks
 
     def tps_to_check(topics: Any = None) -> Iterator[Any]:
@@ -253,12 +254,12 @@ def commit_only_contiguous(
             if tp.topic in consumed_topics
             and (topics is None or tp in topics or tp.topic in topics)
         )
+        held.clear()
+        held.update(message.tp for message in list(consumer._unacked_messages))
+        for channel in app.topics:
+            # A stream's buffer (an asyncio.Queue): events of every partition of its topics.
+            held.update(event.message.tp for event in list(channel.queue._queue))
         return iter(tps)
-
-    def held_by_stream(tp: Any) -> bool:
-        if any(message.tp == tp for message in list(consumer._unacked_messages)):
-            return True
-        return any(tp.topic in channel.topics and channel.queue.qsize() for channel in app.topics)
 
     def stalled_tail(tp: Any) -> None:
         # Records were read past the committed offset, and nothing acked, in flight or
@@ -270,7 +271,7 @@ def commit_only_contiguous(
             or read is None
             or read < start
             or not is_ready(app)  # a rebalance or a recovery: its seek reads them again
-            or held_by_stream(tp)
+            or tp in held
         ):
             stalls.pop(tp, None)
             return

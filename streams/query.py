@@ -334,14 +334,14 @@ class QueryReader:
         stored = source.summaries.get(key) if partition in owned else None
         if stored is None:
             return None, owned
-        today = cst_day(source.clock())
+        summary, today = decode_summary(stored), cst_day(source.clock())
         days = sc.days_of(self._scan_shop(partition, key, sc.DAY), key)
         counts = window_counts(days, today, source.thresholds)
-        if counts.blocks + counts.takedowns == 0 and not decode_summary(stored).alerting:
+        if counts.blocks + counts.takedowns == 0 and not summary.alerting:
             return None, owned  # nothing left in its window: the next sweep forgets it
         listings = sc.last_days_of(self._scan_shop(partition, key, sc.LISTING), key, sc.LISTING)
         sample = sample_listings(listings, counts.start_day, source.thresholds.sample_size)
-        document = shop_document(shop, decode_summary(stored), counts, source.thresholds, sample)
+        document = shop_document(shop, summary, counts, source.thresholds, sample)
         self._check_unmoved("shop-summaries", owned)
         return document, owned
 

@@ -194,7 +194,7 @@ class QueryAPI:
     def _known(self, value: str) -> bool:
         return is_acceptable_id(value, self.limits)
 
-    # -- the questions -----------------------------------------------------------------
+    # -- the questions -----------------------------------------------------------------------
 
     async def _listing(self, request: web.Request, listing_id: str, local: bool) -> Answer:
         if not self._known(listing_id):

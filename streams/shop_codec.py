@@ -26,7 +26,7 @@ from streams.errors import InvalidRecordError, StateFormatError
 from streams.shop_risk import DayCounts, ShopSummary
 
 FORMAT_VERSION = 1
-_VERDICT, _TICK = b"V", b"T"
+_VERDICT_MESSAGE, _TICK_MESSAGE = b"V", b"T"
 DAY, LISTING, CERTIFICATE, VERDICT = b"D", b"L", b"C", b"V"
 
 
@@ -34,19 +34,19 @@ DAY, LISTING, CERTIFICATE, VERDICT = b"D", b"L", b"C", b"V"
 
 
 def verdict_message(avro: bytes) -> bytes:
-    return _VERDICT + avro
+    return _VERDICT_MESSAGE + avro
 
 
 def tick_message() -> bytes:
-    return _TICK
+    return _TICK_MESSAGE
 
 
 def decode_message(value: bytes) -> bytes | None:
     """The verdict's Avro bytes, or None for a tick."""
     kind = value[:1]
-    if kind == _VERDICT:
+    if kind == _VERDICT_MESSAGE:
         return value[1:]
-    if kind == _TICK and len(value) == 1:
+    if kind == _TICK_MESSAGE and len(value) == 1:
         return None
     raise InvalidRecordError(f"not a shop stream record (starts with {value[:8]!r})")
 

@@ -5,9 +5,10 @@ Each record is one shop's, on the shop's own partition (``partition_of``), so th
 is all in the partition being processed. The counting itself is ``streams/shop_risk.py``.
 
 Once per crossing: a verdict is counted once (its ``V`` mark), whatever repeats it; an alert is
-sent only on a transition. At least once: the record that caused the latest alert is kept in
-the summary, and if it is read again (a crash after the state was written, before the commit),
-it sends that same alert again, with the same id.
+sent only on a transition. At least once: a record read again after a crash (its state written,
+its input not committed) sends its alert again, with the same id. The summary names the record
+that caused the latest alert; and since the summary and the counts are two changelogs, a record
+whose counts were stored but whose summary was not decides its transition again from them.
 """
 
 from __future__ import annotations
@@ -94,10 +95,13 @@ class ShopProcessor:
             self.metrics.shop_late_verdicts.inc()
             log.debug("verdict %s is older than the shop window: not counted", offence.verdict_id)
             return
+        # Decided on a clock ahead of this worker's (around CST midnight): counted today, or
+        # no window would hold it until the next verdict.
+        offence = replace(offence, day=min(offence.day, today))
         summary = self._summary(key)
         mark = sc.item_key(key, sc.VERDICT, offence.verdict_id)
         if mark in risk:
-            await self._replayed(record, key, summary)
+            await self._counted_before(record, shop, summary, offence, today)
             return
         risk[mark] = sc.encode_day_mark(offence.day)
         self.progress["shop_offences"] += 1
@@ -133,17 +137,32 @@ class ShopProcessor:
             if last is not None and last >= day:
                 continue  # a late verdict: the item already counts on a later day
             risk[item_key] = sc.encode_day_mark(day)
-            days[day] = _newest(days[day], kind, +1)
+            days[day] = _count_newest(days[day], kind, +1)
             if last is not None and last in days:
-                days[last] = _newest(days[last], kind, -1)
+                days[last] = _count_newest(days[last], kind, -1)
                 changed.add(last)
         return changed
 
-    async def _replayed(self, record: Record, key: bytes, summary: ShopSummary | None) -> None:
-        """A verdict already counted. If this very record caused the latest alert, it is read
-        again after a crash: that alert may never have gone out, so it goes out again."""
+    async def _counted_before(
+        self,
+        record: Record,
+        shop: Shop,
+        summary: ShopSummary | None,
+        offence: Offence,
+        today: int,
+    ) -> None:
+        """A verdict already counted: a repeat, or this record read again after a crash."""
         if summary is not None and summary.alert_offset == record.offset and summary.last_alert:
-            await self.send_alert(key, dict(summary.last_alert))
+            await self.send_alert(shop.key(), dict(summary.last_alert))  # may never have gone out
+            return
+        # The crash may have come between the counts and the summary: if the counts call for
+        # RAISED, this record's first reading decided it, with this same cause and id. CLEARED
+        # is left to the ticks (a repeat's verdict id may have cleared the shop before).
+        days = self._days(record.partition, shop.key())
+        summary = summary or ShopSummary(min(days, default=offence.day))
+        await self._decide(
+            record, shop, summary, days, today, offence.verdict_id, frozenset({AlertKind.RAISED})
+        )
 
     # -- ticks -------------------------------------------------------------------------------
 
@@ -198,10 +217,13 @@ class ShopProcessor:
         days: dict[int, DayCounts],
         today: int,
         cause: str,
+        kinds: frozenset[AlertKind] = frozenset(AlertKind),
     ) -> AlertKind | None:
-        """Store the shop's summary, after the alert its window calls for, if any."""
+        """Store the shop's summary, after the alert its window calls for (of ``kinds``)."""
         counts = window_counts(days, today, self.thresholds)
         kind = transition(summary, counts, self.thresholds)
+        if kind not in kinds:
+            kind = None
         if kind is not None:
             summary = await self._alert(record, shop, summary, counts, kind, cause)
         self.tables.summaries[shop.key()] = sc.encode_summary(summary)
@@ -261,7 +283,7 @@ class ShopProcessor:
         return sc.days_of(self.tables.scan(self.tables.risk, partition, prefix), key)
 
 
-def _newest(counts: DayCounts, kind: bytes, n: int) -> DayCounts:
+def _count_newest(counts: DayCounts, kind: bytes, n: int) -> DayCounts:
     if kind == sc.LISTING:
         return counts.with_newest(listings=n)
     return counts.with_newest(certificates=n)

@@ -185,7 +185,8 @@ def window_counts(
 class ShopSummary:
     """What a shop's alerts need to be said once per crossing, and again on a replay."""
 
-    oldest_day: int  # the earliest day with counts: when it leaves the window, tick the shop
+    # No later than the earliest day with counts: once it leaves the window, tick the shop.
+    oldest_day: int
     alerting: bool = False
     crossings: int = 0  # RAISED alerts so far
     # The input record (offset on the shop's partition) that caused the latest alert, and

@@ -145,6 +145,9 @@ class Topology:
         self.progress = Progress()
 
         self.deadletter = self._topic(catalogue.deadletter)
+        # Inputs from outside are checked for size before decoding; ccc-guard's own internal
+        # records are not (a verdict with many certificates' evidence can be large).
+        self._size_limited = frozenset(spec.name for spec in catalogue.inputs())
 
         tables = {name: self._table(name) for name, _ in catalogue.changelogs}
         self.listings = tables["listings"]
@@ -282,7 +285,7 @@ class Topology:
                 self.shop_risk,
                 self.shop_summaries,
                 self.shop_side.partition_of,
-                self.settings.shop_thresholds(),
+                self.shop_side.thresholds,
                 self.clock,
             ),
         )
@@ -415,19 +418,25 @@ class Topology:
         not write tables); refresh the shop gauges."""
         if not is_ready(self.app):
             return
-        start = self.settings.shop_thresholds().window_start(cst_day(self.clock()))
-        tracked = over = ticked = 0
-        for n, (key, value) in enumerate(self.shop_summaries.items(), 1):
+        start = self.shop_side.thresholds.window_start(cst_day(self.clock()))
+        active = active_partitions(self.app, "shop-summaries")
+        tracked = over = 0
+        due: list[tuple[bytes, int]] = []
+        # Read first, send after: the agent may change the table while a send awaits.
+        for key, value in self.shop_summaries.items():
+            partition = self.shop_side.partition_of(key)
+            if partition not in active:
+                continue  # a standby copy (memory://): its active owner ticks it
             summary = decode_summary(value)
             tracked, over = tracked + 1, over + summary.alerting
             if summary.oldest_day < start:
-                partition = self.shop_side.partition_of(key)
-                await self._produce(self.catalogue.shop_verdicts, key, tick_message(), partition)
-                ticked += 1
+                due.append((key, partition))
+        for n, (key, partition) in enumerate(due, 1):
+            await self._produce(self.catalogue.shop_verdicts, key, tick_message(), partition)
             if n % _SCAN_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        if ticked:
-            log.info("shop sweep: %d shop(s) with days past their window", ticked)
+        if due:
+            log.info("shop sweep: %d shop(s) with days past their window", len(due))
         self.metrics.shops_tracked.set(tracked)
         self.metrics.shops_over_threshold.set(over)
 
@@ -453,7 +462,7 @@ class Topology:
         try:
             if value is None:
                 raise InvalidRecordError("record has no value (tombstone)")
-            if len(value) > self.settings.max_record_bytes:
+            if message.topic in self._size_limited and len(value) > self.settings.max_record_bytes:
                 raise InvalidRecordError(
                     f"value is {len(value)} bytes (limit {self.settings.max_record_bytes})"
                 )

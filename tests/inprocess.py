@@ -265,6 +265,7 @@ class InProcessShops:
         self.summaries: dict[bytes, bytes] = {}
         self.alerts: list[dict[str, object]] = []
         self.log: list[tuple[bytes, bytes]] = []  # the shop stream of partition 0
+        self.failing_sends = 0  # alerts whose send raises, the next ones first
         self.now = 1_796_090_400_000  # 2026-12-01 10:00 CST
         self.registry = CollectorRegistry()
         self.processor = ShopProcessor(
@@ -281,6 +282,9 @@ class InProcessShops:
 
     async def _send(self, key: bytes, alert: dict[str, object]) -> None:
         CODEC.encode("ShopAlert", alert)  # the contract takes it
+        if self.failing_sends:
+            self.failing_sends -= 1
+            raise ConnectionError("the broker went away")  # the worker dies; nothing committed
         self.alerts.append(alert)
 
     def append(self, v: Verdict) -> int:

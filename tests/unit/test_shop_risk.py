@@ -264,3 +264,40 @@ def test_another_shops_verdicts_change_nothing() -> None:
     (alert,) = shops.alerts
     assert (alert["shop_id"], alert["takedowns"]) == ("S-2", 3)
     assert not shop_codec.decode_summary(shops.summaries[SHOP.key()]).alerting
+
+
+def test_an_alert_whose_send_died_goes_out_when_its_record_is_read_again() -> None:
+    # The counts were stored, the summary and the alert were not: the worker died in between.
+    shops, at = InProcessShops(), ms("2026-12-01T09:00:00+08:00")
+    shops.feed(verdict("L-1", at=at), verdict("L-2", at=at))
+    third = shops.append(verdict("L-3", at=at))
+    shops.failing_sends = 1
+    with pytest.raises(ConnectionError):
+        shops.process(third)
+    assert shops.alerts == []
+    shops.process(third)  # read again from the last commit
+    (alert,) = shops.alerts
+    assert alert["kind"] == "RAISED" and alert["cause"] == f"v-L-3-TAKEDOWN-{at}"
+    assert alert["takedowns"] == 3  # counted once, not again
+    shops.process(third)  # and once more: the summary now names it, the same alert
+    assert [a["alert_id"] for a in shops.alerts] == [alert["alert_id"]] * 2
+
+
+def test_a_repeat_does_not_clear_a_shop_only_a_tick_does() -> None:
+    shops, at = InProcessShops(), ms("2026-12-01T09:00:00+08:00")
+    first = [verdict(f"L-{n}", at=at) for n in range(3)]
+    shops.feed(*first)
+    shops.days_later(30)  # every counted day has left the window; no tick yet
+    shops.feed(first[0])  # late now: not counted, and no CLEARED named after it
+    assert [a["kind"] for a in shops.alerts] == ["RAISED"]
+    shops.process(shops.tick(SHOP))
+    assert [a["kind"] for a in shops.alerts] == ["RAISED", "CLEARED"]
+
+
+def test_a_verdict_decided_on_a_clock_ahead_counts_today() -> None:
+    shops = InProcessShops(Thresholds(takedowns=1, blocks=0, window_days=30, sample_size=10))
+    tomorrow = shops.now + DAY_MS
+    v = verdict("L-1", at=tomorrow)
+    shops.feed(v)
+    (alert,) = shops.alerts
+    assert alert["window_end"] == iso_day(cst_day(shops.now)) and alert["takedowns"] == 1
