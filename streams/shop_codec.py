@@ -18,12 +18,12 @@ Values carry their format version (``"fv"``), as the listing and certificate sta
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import orjson
 
-from streams.errors import InvalidRecordError, StateFormatError
+from streams.errors import InvalidRecordError
 from streams.shop_risk import DayCounts, ShopSummary
+from streams.state_codec import load_document
 
 FORMAT_VERSION = 1
 _VERDICT_MESSAGE, _TICK_MESSAGE = b"V", b"T"
@@ -82,19 +82,6 @@ def kind_of(shop_key: bytes, key: bytes) -> bytes:
 # -- values -------------------------------------------------------------------------------
 
 
-def _load(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise StateFormatError(f"shop {what} is not a JSON document: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("fv") != FORMAT_VERSION:
-        version = doc.get("fv", "unknown") if isinstance(doc, dict) else "unknown"
-        raise StateFormatError(
-            f"shop {what} is in format {version}, this worker reads format {FORMAT_VERSION}"
-        )
-    return doc
-
-
 def encode_day(counts: DayCounts) -> bytes:
     return orjson.dumps(
         {
@@ -109,7 +96,7 @@ def encode_day(counts: DayCounts) -> bytes:
 
 
 def decode_day(data: bytes) -> DayCounts:
-    doc = _load(data, "day counts")
+    doc = load_document(data, "shop day counts", FORMAT_VERSION)
     return DayCounts(
         blocks=doc["b"],
         takedowns=doc["t"],
@@ -125,7 +112,7 @@ def encode_day_mark(day: int) -> bytes:
 
 
 def decode_day_mark(data: bytes) -> int:
-    day: int = _load(data, "day mark")["d"]
+    day: int = load_document(data, "shop day mark", FORMAT_VERSION)["d"]
     return day
 
 
@@ -143,7 +130,7 @@ def encode_summary(summary: ShopSummary) -> bytes:
 
 
 def decode_summary(data: bytes) -> ShopSummary:
-    doc = _load(data, "summary")
+    doc = load_document(data, "shop summary", FORMAT_VERSION)
     return ShopSummary(
         oldest_day=doc["o"],
         alerting=doc["a"],

@@ -39,15 +39,16 @@ from streams.watches import CertWatch
 FORMAT_VERSION = 4
 
 
-def _load(data: bytes, what: str) -> dict[str, Any]:
+def load_document(data: bytes, what: str, format_version: int = FORMAT_VERSION) -> dict[str, Any]:
+    """A stored JSON document of ``format_version``; ``StateFormatError`` for any other."""
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise StateFormatError(f"{what} state is not a JSON document: {exc}") from None
     version = doc.get("fv", "1 (unversioned)") if isinstance(doc, dict) else "unknown"
-    if not isinstance(doc, dict) or version != FORMAT_VERSION:
+    if not isinstance(doc, dict) or version != format_version:
         raise StateFormatError(
-            f"{what} state is in format {version}, this worker reads format {FORMAT_VERSION}: "
+            f"{what} state is in format {version}, this worker reads format {format_version}: "
             "state of another ccc-guard version (see the README's upgrade section)"
         )
     return doc
@@ -136,7 +137,7 @@ def _evaluation_from_json(doc: list[Any]) -> Evaluation:
 
 
 def decode_listing(data: bytes) -> ListingState:
-    doc = _load(data, "listing")
+    doc = load_document(data, "listing")
     views: dict[str, CertView | None] = {
         k: None if v is None else view_from_json(v) for k, v in doc["v"].items()
     }
@@ -201,7 +202,7 @@ def encode_certificate(state: CertState) -> bytes:
 
 
 def decode_certificate(data: bytes) -> CertState:
-    doc = _load(data, "certificate")
+    doc = load_document(data, "certificate")
     swept = doc["x"]
     return CertState(
         cert_no=doc["n"],
@@ -228,7 +229,7 @@ def encode_watch(watch: CertWatch) -> bytes:
 
 
 def decode_watch(data: bytes) -> CertWatch:
-    doc = _load(data, "watch")
+    doc = load_document(data, "watch")
     return CertWatch(
         token=doc["tk"],
         answered=doc["a"],
