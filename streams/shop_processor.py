@@ -226,7 +226,9 @@ class ShopProcessor:
             kind = None
         if kind is not None:
             summary = await self._alert(record, shop, summary, counts, kind, cause)
-        self.tables.summaries[shop.key()] = sc.encode_summary(summary)
+        encoded = sc.encode_summary(summary)
+        if self.tables.summaries.get(shop.key()) != encoded:  # most verdicts change no summary
+            self.tables.summaries[shop.key()] = encoded
         return kind
 
     async def _alert(
