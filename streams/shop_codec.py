@@ -1,9 +1,9 @@
 """The shop side's bytes: the records of its internal stream, and its tables' keys and values.
 
 The shop stream (``<app id>-shop-verdicts``) carries, keyed by shop, every verdict as it went to
-the verdicts topic (Avro, prefixed ``V``) and the sweep's ticks (``T``): a day may have left
-some shop's window. ccc-guard alone writes it, to the shop's partition by its own partitioner,
-so which partitioner placed the listings does not matter here.
+the verdicts topic (Avro, prefixed ``V`` and its action's initial) and the sweep's ticks
+(``T``): a day may have left some shop's window. ccc-guard alone writes it, to the shop's
+partition by its own partitioner, so which partitioner placed the listings does not matter here.
 
 Tables, both on the shop's partition:
 - shop-risk: shop NUL kind day-or-id → a small document. Kinds: ``D<day>`` one day's counts,
@@ -22,30 +22,35 @@ from collections.abc import Iterable, Iterator
 import orjson
 
 from streams.errors import InvalidRecordError
+from streams.model import VerdictAction
 from streams.shop_risk import DayCounts, ShopSummary
 from streams.state_codec import load_document
 
 FORMAT_VERSION = 1
 _VERDICT_MESSAGE, _TICK_MESSAGE = b"V", b"T"
 DAY, LISTING, CERTIFICATE, VERDICT = b"D", b"L", b"C", b"V"
+_ACTION_CODES = {action: str(action)[:1].encode() for action in VerdictAction}
+_ACTIONS = {code: action for action, code in _ACTION_CODES.items()}
 
 
 # -- the stream ---------------------------------------------------------------------------
 
 
-def verdict_message(avro: bytes) -> bytes:
-    return _VERDICT_MESSAGE + avro
+def verdict_message(action: VerdictAction, avro: bytes) -> bytes:
+    """A verdict's record: ``V``, its action's initial (so the shop side skips an ALLOW or a
+    RESTORE without decoding it), then its Avro bytes."""
+    return _VERDICT_MESSAGE + _ACTION_CODES[action] + avro
 
 
 def tick_message() -> bytes:
     return _TICK_MESSAGE
 
 
-def decode_message(value: bytes) -> bytes | None:
-    """The verdict's Avro bytes, or None for a tick."""
+def decode_message(value: bytes) -> tuple[VerdictAction, bytes] | None:
+    """The verdict's action and Avro bytes, or None for a tick."""
     kind = value[:1]
-    if kind == _VERDICT_MESSAGE:
-        return value[1:]
+    if kind == _VERDICT_MESSAGE and value[1:2] in _ACTIONS:
+        return _ACTIONS[value[1:2]], value[2:]
     if kind == _TICK_MESSAGE and len(value) == 1:
         return None
     raise InvalidRecordError(f"not a shop stream record (starts with {value[:8]!r})")

@@ -24,6 +24,7 @@ from streams.metrics import GuardMetrics
 from streams.model import Verdict
 from streams.processing import PrefixScan, Record, Table
 from streams.shop_risk import (
+    OFFENCES,
     AlertKind,
     DayCounts,
     Offence,
@@ -77,10 +78,13 @@ class ShopProcessor:
         return partition_for_key(shop_key, self.partitions)
 
     async def on_record(self, record: Record) -> None:
-        avro = sc.decode_message(record.value)
-        if avro is None:
+        message = sc.decode_message(record.value)
+        if message is None:
             await self._on_tick(record)
             return
+        action, avro = message
+        if action not in OFFENCES:
+            return  # most verdicts: nothing to count, not even to decode
         verdict = Verdict.from_record(self.codec.decode(self.verdict_record, avro))
         offence = offence_of(verdict)
         if offence is not None:

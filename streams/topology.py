@@ -313,7 +313,7 @@ class Topology:
         await self._produce(
             self.catalogue.shop_verdicts,
             shop_key,
-            verdict_message(encoded),
+            verdict_message(verdict.action, encoded),
             self.shop_side.partition_of(shop_key),
         )
 

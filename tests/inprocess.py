@@ -289,7 +289,7 @@ class InProcessShops:
 
     def append(self, v: Verdict) -> int:
         encoded = CODEC.encode("ListingVerdict", v.as_record())
-        self.log.append((Shop(v.platform, v.shop_id).key(), verdict_message(encoded)))
+        self.log.append((Shop(v.platform, v.shop_id).key(), verdict_message(v.action, encoded)))
         return len(self.log) - 1
 
     def tick(self, shop: Shop) -> int:

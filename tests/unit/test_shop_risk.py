@@ -149,6 +149,13 @@ def test_day_counts_and_summaries_round_trip_with_their_format_version() -> None
         shop_codec.decode_summary(b'{"fv": 99}')
     with pytest.raises(InvalidRecordError):
         shop_codec.decode_message(b"\xc3\x01 avro without the shop stream's prefix")
+    with pytest.raises(InvalidRecordError):
+        shop_codec.decode_message(b"VX" + b"an unknown action")
+    avro = b"\xc3\x01 any"
+    assert shop_codec.decode_message(shop_codec.verdict_message(VerdictAction.TAKEDOWN, avro)) == (
+        VerdictAction.TAKEDOWN,
+        avro,
+    )
 
 
 # -- the processor on dict tables -----------------------------------------------------------
