@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams import shop_codec
 from streams.errors import InvalidRecordError
@@ -26,7 +28,7 @@ from streams.shop_risk import (
     transition,
     window_counts,
 )
-from tests.inprocess import InProcessShops
+from tests.inprocess import InProcessShops, dict_scan
 
 THRESHOLDS = Thresholds(takedowns=3, blocks=0, window_days=30, sample_size=10)
 SHOP = Shop("jd", "S-1")
@@ -308,3 +310,54 @@ def test_a_verdict_decided_on_a_clock_ahead_counts_today() -> None:
     shops.feed(v)
     (alert,) = shops.alerts
     assert alert["window_end"] == iso_day(cst_day(shops.now)) and alert["takedowns"] == 1
+
+
+# A step: move the clock on (days), tick the shop, or a verdict (listing, takedown?, days ago,
+# certificate).
+_STEP = st.one_of(
+    st.tuples(st.just("later"), st.integers(1, 6)),
+    st.tuples(st.just("tick")),
+    st.tuples(
+        st.just("verdict"),
+        st.integers(1, 6),
+        st.booleans(),
+        st.integers(0, 40),
+        st.integers(1, 4),
+    ),
+)
+
+
+@given(st.lists(_STEP, max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_window_counts_match_a_recount_of_every_verdict_inside_the_window(
+    steps: list[tuple[object, ...]],
+) -> None:
+    """Whatever the order, repeats, lateness and ticks: the stored counts are those of the
+    distinct verdicts whose day is inside today's window, recounted from scratch."""
+    shops = InProcessShops(Thresholds(takedowns=999, blocks=0, window_days=30, sample_size=10))
+    counted: dict[str, tuple[str, tuple[str, ...], int, bool]] = {}
+    for step in steps:
+        if step[0] == "later":
+            shops.days_later(int(step[1]))  # type: ignore[call-overload]
+        elif step[0] == "tick":
+            shops.process(shops.tick(SHOP))
+        else:
+            _, n, takedown, back, cert = step
+            at = shops.now - int(back) * DAY_MS  # type: ignore[call-overload]
+            action = VerdictAction.TAKEDOWN if takedown else VerdictAction.BLOCK
+            v = verdict(f"L-{n}", action, at=at, certs=(f"C-{cert}",))
+            day, today = cst_day(at), cst_day(shops.now)
+            if day >= today - 29 and v.verdict_id not in counted:
+                counted[v.verdict_id] = (v.listing_id, v.failing_certs, day, bool(takedown))
+            shops.feed(v)
+        today = cst_day(shops.now)
+        days = shop_codec.days_of(
+            dict_scan(shops.risk, 0, shop_codec.kind_prefix(SHOP.key(), shop_codec.DAY)),
+            SHOP.key(),
+        )
+        counts = window_counts(days, today, THRESHOLDS)
+        inside = [c for c in counted.values() if today - 29 <= c[2] <= today]
+        assert counts.takedowns == sum(c[3] for c in inside)
+        assert counts.blocks == sum(not c[3] for c in inside)
+        assert counts.listings == len({c[0] for c in inside})
+        assert counts.certificates == len({cert for c in inside for cert in c[1]})
